@@ -1,0 +1,39 @@
+"""The `expclip` command: `expclip COMMAND [options]`.
+
+Each command lives in its own module, which provides `add_arguments(parser)` and `run(args) -> int`; it is only
+imported when used, so `expclip --help` stays fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "predict": ("predict_expclip", "classify the facial expression in images, folders, faces and videos"),
+    "convert": ("convert_expclip_original", "turn the authors' released .pth head into a Hub model folder"),
+    "prepare": ("expclip_eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
+    "evaluate": ("expclip_eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = "expclip {" + ",".join(COMMANDS) + "} [options]   (expclip COMMAND --help for a command's options)"
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"usage: {usage}", "", "commands:"] + [f"  {n:<10}{h}" for n, (_, h) in COMMANDS.items()]
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"expclip: unknown command {argv[0]!r}", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        return 0
+    name = argv[0]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"expclip {name}", description=help_text)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Exp-CLIP model (Zhao et al., WACV 2025): frozen CLIP + one bias-free linear `projection` into an LLM's space.
+
+Shape of the model (SPEC §2), timm-style: expensive frozen features, then a cheap head.
+
+    clip_image_embeds = CLIP.get_image_features(pixel_values)     # frozen, cacheable, 512-d or 768-d
+    image_embeds      = normalize(projection(clip_image_embeds))  # the only trained part, -> 4096-d
+    logits_per_image  = exp(logit_scale) * image_embeds @ text_embeds.T
+
+This file is the custom code a saved Exp-CLIP folder carries to the Hub: it imports only `torch`, `transformers`
+and the sibling `configuration_expclip.py`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+
+try:  # inside a saved Hub folder (trust_remote_code) the config is a sibling module
+    from .configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS, ExpCLIPConfig
+except ImportError:  # installed with the package as a top-level module
+    from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS, ExpCLIPConfig
+
+
+def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+    """Symmetric InfoNCE with in-batch negatives (SPEC §4): 0.5*CE(s*I@T.T) + 0.5*CE(s*T@I.T).
+
+    Both inputs are L2-normalised, row i of one is the positive of row i of the other.
+    """
+    logits = scale * image_embeds @ target_embeds.t()
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def sample_segment_indices(num_frames: int, num_segments: int = 16, short_clip: str = "even") -> list[int]:
+    """Test-time frame sampling (SPEC §5): frame `int(tick/2 + tick*k)` of segment k, `tick = num_frames/num_segments`.
+
+    `short_clip="first_frame"` reproduces the original's quirk of taking frame 0 `num_segments` times for clips with
+    `num_segments` frames or fewer; the default samples those evenly, with repetition.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a clip needs at least one frame, got {num_frames}")
+    if short_clip not in ("even", "first_frame"):
+        raise ValueError(f"short_clip must be 'even' or 'first_frame', got {short_clip!r}")
+    if short_clip == "first_frame" and num_frames <= num_segments:
+        return [0] * num_segments  # quirk of the original release
+    tick = num_frames / num_segments
+    return [int(tick / 2 + tick * k) for k in range(num_segments)]
+
+
+def build_class_prompts(
+    class_names: list[str], prompt_templates: str | list[str] = "type3", prompt_overrides: dict | None = None
+) -> list[list[str]]:
+    """The prompts of each class: every template filled with the class name, unless `prompt_overrides` gives that
+    class's prompts outright (the original's hand-edited type5 lists are the named set `type5-original`)."""
+    if isinstance(prompt_templates, str):
+        if prompt_templates not in PROMPT_SETS:
+            raise ValueError(f"unknown prompt set {prompt_templates!r}; known: {', '.join(PROMPT_SETS)}")
+        if prompt_templates == "type5-original" and prompt_overrides is None:
+            prompt_overrides = ORIGINAL_PROMPT_OVERRIDES
+        prompt_templates = PROMPT_SETS[prompt_templates]
+    if not class_names:
+        raise ValueError("the label list is empty")
+    duplicates = sorted({name for name in class_names if list(class_names).count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate labels: {', '.join(duplicates)}")
+    if not prompt_templates:
+        raise ValueError("the prompt template list is empty")
+    for template in prompt_templates:
+        if "{}" not in template:
+            raise ValueError(f"prompt template {template!r} has no '{{}}' for the class name")
+    prompt_overrides = prompt_overrides or {}
+    return [list(prompt_overrides.get(name) or [t.format(name) for t in prompt_templates]) for name in class_names]
+
+
+@dataclass
+class ExpCLIPOutput(ModelOutput):
+    r"""
+    loss (`torch.Tensor` of shape `()`, *optional*, returned when `target_embeds` is given):
+        Symmetric InfoNCE between `image_embeds` and the teacher's `target_embeds` (SPEC §4).
+    logits_per_image (`torch.Tensor` of shape `(image_batch_size, text_batch_size)`):
+        `exp(logit_scale) * image_embeds @ text_embeds.T`, CLIP's frozen scale (100 for OpenAI CLIP).
+    logits_per_text (`torch.Tensor` of shape `(text_batch_size, image_batch_size)`):
+        The transpose of `logits_per_image`.
+    text_embeds (`torch.Tensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised projected CLIP text embeddings.
+    image_embeds (`torch.Tensor` of shape `(image_batch_size, projection_dim)`):
+        L2-normalised projected CLIP image embeddings (for videos: frame average, then normalised).
+    """
+
+    loss: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class ExpCLIPTextClassifier:
+    """Encoded class prompts for zero-shot scoring: one normalised embedding per prompt and the class it belongs to."""
+
+    class_names: list[str]
+    prompts: list[list[str]]
+    prompt_embeds: torch.Tensor  # (num_prompts, dim), L2-normalised
+    prompt_class: torch.Tensor  # (num_prompts,), class index of each prompt
+    ensemble: str  # "logits" (average per-prompt logits, the paper) or "embeddings" (average prompt embeddings)
+
+    @property
+    def prompt_weights(self) -> torch.Tensor:
+        """(num_prompts, num_classes) matrix that averages a class's prompts."""
+        one_hot = F.one_hot(self.prompt_class, len(self.class_names)).to(self.prompt_embeds.dtype)
+        return one_hot / one_hot.sum(0, keepdim=True)
+
+    @property
+    def class_embeds(self) -> torch.Tensor:
+        """(num_classes, dim): normalised mean of each class's normalised prompt embeddings."""
+        return F.normalize(self.prompt_weights.t() @ self.prompt_embeds, dim=-1)
+
+
+class ExpCLIPPreTrainedModel(PreTrainedModel):
+    config: ExpCLIPConfig
+    config_class = ExpCLIPConfig
+    base_model_prefix = "expclip"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        # SPEC §2: the head keeps PyTorch's default nn.Linear init; CLIP's modules are initialised by CLIP's own code.
+        if isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+
+
+class ExpCLIPModel(ExpCLIPPreTrainedModel):
+    """Frozen CLIP + `projection` (SPEC §2). CLIP is locked on construction and stays frozen and in eval mode."""
+
+    def __init__(self, config: ExpCLIPConfig, clip: CLIPModel | None = None):
+        super().__init__(config)
+        self.clip = clip if clip is not None else CLIPModel._from_config(config.clip_config)
+        self.projection = nn.Linear(config.clip_embed_dim, config.projection_dim, bias=config.projection_bias)
+        self._text_classifiers = {}
+        self.post_init()
+        self.lock_clip()
+
+    # ----- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_clip(cls, clip_name_or_path: str, **config_overrides) -> "ExpCLIPModel":
+        """A fresh Exp-CLIP model (untrained head) around any CLIP checkpoint, a Hub id or a local folder."""
+        clip = CLIPModel.from_pretrained(clip_name_or_path, **config_overrides.pop("clip_kwargs", {}))
+        config = ExpCLIPConfig(
+            clip_config=clip.config.to_dict(), clip_model_name_or_path=str(clip_name_or_path), **config_overrides
+        )
+        return cls(config, clip=clip)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "ExpCLIPModel":
+        # Loading replaces parameters (with requires_grad=True): lock CLIP again.
+        return super().from_pretrained(*args, **kwargs).lock_clip()
+
+    def lock_clip(self):
+        """Freeze every CLIP weight, `logit_scale` included, and keep CLIP in eval mode (SPEC §2)."""
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        self._clip_locked = True
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "_clip_locked", False):
+            self.clip.eval()
+        if mode:
+            self._text_classifiers.clear()  # weights may change from here on
+        return self
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """CLIP's frozen, exponentiated temperature (100 for OpenAI CLIP)."""
+        return self.clip.logit_scale.exp()
+
+    # ----- features: frozen CLIP, then the head -------------------------------------------------------------------
+
+    def encode_clip_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP's projected image embeddings (joint space, not normalised): the frozen, cacheable features."""
+        return self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+
+    def encode_clip_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """CLIP's projected text embeddings (joint space, not normalised)."""
+        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    def project(self, clip_embeds: torch.Tensor, use_projection: bool = True, normalize: bool = True) -> torch.Tensor:
+        """The head: `W x`, then L2-normalised. `use_projection=False` scores plain CLIP (the paper's baseline)."""
+        embeds = self.projection(clip_embeds.to(self.projection.weight.dtype)) if use_projection else clip_embeds
+        return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def get_image_features(self, pixel_values: torch.Tensor, use_projection: bool = True) -> torch.Tensor:
+        """(batch, 3, H, W) -> (batch, projection_dim), L2-normalised."""
+        return self.project(self.encode_clip_image(pixel_values), use_projection)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, use_projection: bool = True
+    ) -> torch.Tensor:
+        """(batch, seq) token ids -> (batch, projection_dim), L2-normalised."""
+        return self.project(self.encode_clip_text(input_ids, attention_mask), use_projection)
+
+    def get_video_features(self, pixel_values: torch.Tensor, use_projection: bool = True) -> torch.Tensor:
+        """(batch, frames, 3, H, W) -> (batch, projection_dim): every frame through CLIP and the head, averaged over
+        time, then L2-normalised (SPEC §2)."""
+        batch, frames = pixel_values.shape[:2]
+        clip_embeds = self.encode_clip_image(pixel_values.flatten(0, 1))
+        frame_embeds = self.project(clip_embeds, use_projection, normalize=False).unflatten(0, (batch, frames))
+        return F.normalize(frame_embeds.mean(1), dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        clip_image_embeds: torch.Tensor | None = None,
+        target_embeds: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs,
+    ) -> ExpCLIPOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(text_batch_size, seq_len)`, *optional*): CLIP-tokenised prompts.
+        pixel_values (`torch.Tensor` of shape `(batch, 3, H, W)` or `(batch, frames, 3, H, W)`, *optional*):
+            Images, or video clips (frames are averaged after the head).
+        clip_image_embeds (`torch.Tensor` of shape `(batch, clip_embed_dim)`, *optional*):
+            Cached CLIP image embeddings, used instead of `pixel_values` (training on cached features).
+        target_embeds (`torch.Tensor` of shape `(batch, projection_dim)`, *optional*):
+            The teacher's L2-normalised targets (SPEC §3); given, the InfoNCE loss of SPEC §4 is returned.
+        """
+        image_embeds = text_embeds = logits_per_image = logits_per_text = loss = None
+        if clip_image_embeds is not None:
+            image_embeds = self.project(clip_image_embeds)
+        elif pixel_values is not None:
+            video = pixel_values.dim() == 5
+            image_embeds = self.get_video_features(pixel_values) if video else self.get_image_features(pixel_values)
+        if input_ids is not None:
+            text_embeds = self.get_text_features(input_ids, attention_mask)
+        if image_embeds is not None and text_embeds is not None:
+            logits_per_image = self.logit_scale * image_embeds @ text_embeds.t()
+            logits_per_text = logits_per_image.t()
+        if target_embeds is not None and (return_loss is None or return_loss):
+            if image_embeds is None:
+                raise ValueError("target_embeds needs pixel_values or clip_image_embeds to compare against")
+            loss = contrastive_loss(image_embeds, target_embeds.to(image_embeds.dtype), self.config.loss_scale)
+        return ExpCLIPOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+        )
+
+    # ----- batched zero-shot API ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def text_classifier(
+        self,
+        tokenizer,
+        class_names: list[str] | None = None,
+        prompt_templates: str | list[str] | None = None,
+        prompt_overrides: dict | None = None,
+        ensemble: str | None = None,
+        use_projection: bool = True,
+        batch_size: int = 256,
+    ) -> ExpCLIPTextClassifier:
+        """Encode every class's prompts once; cached per label set, prompt set, ensemble mode and head use.
+
+        Defaults come from the config (the 7 basic expressions, type3 prompts, logit averaging)."""
+        class_names = list(class_names or self.config.class_names)
+        prompt_templates = prompt_templates or self.config.prompt_templates
+        prompt_overrides = prompt_overrides if prompt_overrides is not None else self.config.prompt_overrides
+        ensemble = ensemble or self.config.ensemble
+        if ensemble not in ("logits", "embeddings"):
+            raise ValueError(f"ensemble must be 'logits' or 'embeddings', got {ensemble!r}")
+        prompts = build_class_prompts(class_names, prompt_templates, prompt_overrides)
+        key = (tuple(map(tuple, prompts)), tuple(class_names), ensemble, use_projection, id(tokenizer))
+        if key in self._text_classifiers:
+            return self._text_classifiers[key]
+        flat = [prompt for class_prompts in prompts for prompt in class_prompts]
+        device = self.projection.weight.device
+        embeds = []
+        for start in range(0, len(flat), batch_size):
+            # SPEC §5: CLIP text inputs use context length 77, truncated.
+            tokens = tokenizer(
+                flat[start : start + batch_size], padding=True, truncation=True, max_length=77, return_tensors="pt"
+            ).to(device)
+            embeds.append(self.get_text_features(tokens["input_ids"], tokens.get("attention_mask"), use_projection))
+        prompt_class = torch.tensor([i for i, ps in enumerate(prompts) for _ in ps], device=device)
+        classifier = ExpCLIPTextClassifier(class_names, prompts, torch.cat(embeds), prompt_class, ensemble)
+        self._text_classifiers[key] = classifier
+        return classifier
+
+    def zero_shot_logits(self, image_embeds: torch.Tensor, classifier: ExpCLIPTextClassifier) -> torch.Tensor:
+        """(batch, dim) normalised image/clip embeddings -> (batch, num_classes) logits.
+
+        "logits": mean over a class's prompts of `scale * cos` (the paper); "embeddings": `scale * cos` with the
+        normalised mean prompt embedding (common CLIP practice)."""
+        image_embeds = image_embeds.to(classifier.prompt_embeds.dtype)
+        if classifier.ensemble == "logits":
+            return (self.logit_scale * image_embeds @ classifier.prompt_embeds.t()) @ classifier.prompt_weights
+        return self.logit_scale * image_embeds @ classifier.class_embeds.t()
+
+    @torch.inference_mode()
+    def classify(
+        self,
+        pixel_values: torch.Tensor,
+        classifier: ExpCLIPTextClassifier,
+        use_projection: bool = True,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """Zero-shot logits for many images `(n, 3, H, W)` or clips `(n, frames, 3, H, W)`, `batch_size` at a time."""
+        device = self.projection.weight.device
+        dtype = self.clip.dtype
+        video = pixel_values.dim() == 5
+        logits = []
+        for batch in pixel_values.split(batch_size):
+            batch = batch.to(device=device, dtype=dtype)
+            embeds = (
+                self.get_video_features(batch, use_projection)
+                if video
+                else self.get_image_features(batch, use_projection)
+            )
+            logits.append(self.zero_shot_logits(embeds, classifier))
+        return torch.cat(logits)
+
+
+def register_expclip():
+    """In-process registration for users who installed the package (saved folders carry their own auto_map)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
+
+    AutoConfig.register("expclip", ExpCLIPConfig, exist_ok=True)
+    AutoModel.register(ExpCLIPConfig, ExpCLIPModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(ExpCLIPConfig, ExpCLIPModel, exist_ok=True)
+
+
+# Saved folders carry both code files; the config's default auto_map names all three auto classes.
+ExpCLIPConfig.register_for_auto_class()
+ExpCLIPModel.register_for_auto_class("AutoModel")
+
+__all__ = ["ExpCLIPModel", "ExpCLIPPreTrainedModel", "ExpCLIPOutput", "contrastive_loss", "sample_segment_indices"]

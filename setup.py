@@ -1,0 +1,45 @@
+"""Exp-CLIP: zero-shot facial expression recognition by LLM knowledge transfer (WACV 2025), Hugging Face-native."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="expclip",
+    version="0.1.0",
+    description="Exp-CLIP: zero-shot facial expression recognition with CLIP and LLM knowledge transfer",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # The model package is a Hub model repository's code files plus the tools beside them, all `*_expclip.py`.
+    py_modules=sorted(path.stem for path in ROOT.glob("*_expclip*.py")),
+    # eval/ is installed under a name that cannot collide with other top-level packages.
+    packages=["expclip_eval"],
+    package_dir={"expclip_eval": "eval"},
+    install_requires=[
+        "torch>=2.4",  # install your torch build first (README); any >=2.4 satisfies this
+        "transformers>=5.0,<6",
+        "datasets>=3.0",
+        "evaluate>=0.4",
+        "scikit-learn",  # evaluate's accuracy and recall metrics compute with it
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "peft>=0.13",
+        "accelerate>=1.0",
+        "pillow>=10",
+        "numpy",
+        "tqdm",
+        "matplotlib>=3.7",  # confusion matrices and timelines as PNG
+        "opencv-python-headless>=4.8,<5",  # bundled Haar face cascades and FFmpeg video decoding; 5.x dropped both
+    ],
+    extras_require={"test": ["pytest>=8", "scikit-image>=0.22"]},
+    entry_points={"console_scripts": ["expclip=cli_expclip:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

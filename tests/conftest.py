@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny real-architecture models saved to folders, real photos from scikit-image."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import save_tiny_clip  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Nothing may be fetched from the network in tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP checkpoint folder (weights, config, tokenizer, image processor)."""
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_expclip_dir(tmp_path_factory, tiny_clip_dir) -> Path:
+    """A complete Exp-CLIP Hub folder around the tiny CLIP: safetensors, config with auto_map, code, processor."""
+    from transformers import AutoProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
+    folder = tmp_path_factory.mktemp("tiny-expclip")
+    torch.manual_seed(0)
+    model = ExpCLIPModel.from_clip(str(tiny_clip_dir), projection_dim=32)
+    model.save_pretrained(folder)
+    AutoProcessor.from_pretrained(tiny_clip_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    """Three real photos from scikit-image as JPEG and PNG: the astronaut, a LFW face, the coffee cup."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.jpg", quality=92)
+    face = (data.lfw_subset()[0] * 255).astype("uint8")
+    Image.fromarray(face).resize((100, 100)).save(folder / "lfw face.png")
+    Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
+    return folder
+
+
+def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run a command the way a user would: a real subprocess, text output captured."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
+    )
