@@ -149,7 +149,8 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         super().__init__(config)
         self.clip = clip if clip is not None else CLIPModel._from_config(config.clip_config)
         self.projection = nn.Linear(config.clip_embed_dim, config.projection_dim, bias=config.projection_bias)
-        self._text_classifiers = {}
+        self._text_classifiers = {}  # encoded prompts, per label set / prompt set / ensemble (see text_classifier)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._text_classifiers.clear())
         self.post_init()
         self.lock_clip()
 
@@ -287,11 +288,12 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         if ensemble not in ("logits", "embeddings"):
             raise ValueError(f"ensemble must be 'logits' or 'embeddings', got {ensemble!r}")
         prompts = build_class_prompts(class_names, prompt_templates, prompt_overrides)
-        key = (tuple(map(tuple, prompts)), tuple(class_names), ensemble, use_projection, id(tokenizer))
+        device = self.projection.weight.device
+        tokenizer_id = (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+        key = (tuple(map(tuple, prompts)), tuple(class_names), ensemble, use_projection, tokenizer_id, str(device))
         if key in self._text_classifiers:
             return self._text_classifiers[key]
         flat = [prompt for class_prompts in prompts for prompt in class_prompts]
-        device = self.projection.weight.device
         embeds = []
         for start in range(0, len(flat), batch_size):
             # SPEC §5: CLIP text inputs use context length 77, truncated.
@@ -350,5 +352,7 @@ def register_expclip():
 # Saved folders carry both code files; the config's default auto_map names all three auto classes.
 ExpCLIPConfig.register_for_auto_class()
 ExpCLIPModel.register_for_auto_class("AutoModel")
+if not __package__:  # imported from the installed package, not as a Hub folder's custom code
+    register_expclip()
 
 __all__ = ["ExpCLIPModel", "ExpCLIPPreTrainedModel", "ExpCLIPOutput", "contrastive_loss", "sample_segment_indices"]
