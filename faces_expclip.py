@@ -1,0 +1,127 @@
+"""Face detection and cropping for `expclip predict --faces`.
+
+A detector is anything with `detect(rgb: np.ndarray) -> list[Box]` (the `FaceDetector` protocol). Two ship here:
+`HaarFaceDetector`, OpenCV's bundled frontal-face cascade (installs with opencv-python-headless < 5, no download), and
+`YuNetFaceDetector`, OpenCV's stronger CNN detector from an ONNX file the user supplies. Each face is cut out as a
+square around the box with a margin, the framing of the aligned face crops the paper evaluates on (SPEC §5).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from PIL import Image
+
+DETECTORS = ("haar", "yunet")
+
+
+class DetectorError(Exception):
+    """The detector cannot be built (missing cascade, unreadable ONNX file): a one-line message."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixel coordinates of the (EXIF-rotated) image: top-left corner, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 1.0
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+    def iou(self, other: "Box") -> float:
+        """Intersection over union with another box."""
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        return inter / float(self.w * self.h + other.w * other.h - inter)
+
+
+class FaceDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """(H, W, 3) uint8 RGB -> the faces in it, largest first."""
+
+
+def _largest_first(boxes: list[Box]) -> list[Box]:
+    return sorted(boxes, key=lambda box: (-box.w * box.h, box.x, box.y))
+
+
+class HaarFaceDetector:
+    """OpenCV's Viola-Jones frontal-face cascade. Large photos are searched at `max_side` pixels for speed."""
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", scale_factor: float = 1.1,
+                 min_neighbors: int = 5, min_size: int = 30, max_side: int = 1024):
+        data_dir = getattr(getattr(cv2, "data", None), "haarcascades", "")
+        path = Path(cascade) if Path(cascade).is_file() else Path(data_dir) / cascade
+        if not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
+            # opencv-python 5.x ships no cascades and no CascadeClassifier.
+            raise DetectorError(f"OpenCV {cv2.__version__} has no Haar cascade {cascade!r}; "
+                                "install opencv-python-headless<5 or use --detector yunet --detector-model FILE.onnx")
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise DetectorError(f"{path}: not a readable OpenCV cascade")
+        self.scale_factor, self.min_neighbors, self.min_size, self.max_side = (
+            scale_factor, min_neighbors, min_size, max_side)
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, self.max_side / max(gray.shape))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self.cascade.detectMultiScale(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size))
+        return _largest_first([Box(*(int(round(v / scale)) for v in box)) for box in found])
+
+
+class YuNetFaceDetector:
+    """OpenCV's YuNet CNN detector (`cv2.FaceDetectorYN`) from a user-supplied ONNX file (e.g. OpenCV Zoo's
+    face_detection_yunet_2023mar.onnx); nothing is downloaded."""
+
+    def __init__(self, model_path: str, score_threshold: float = 0.7, nms_threshold: float = 0.3):
+        path = Path(model_path)
+        if not path.is_file():
+            raise DetectorError(f"{path}: YuNet model file not found")
+        try:
+            self.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold)
+        except cv2.error as error:
+            raise DetectorError(f"{path}: not a YuNet ONNX model OpenCV can load ({str(error).strip().splitlines()[-1]})")
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        height, width = image.shape[:2]
+        self.detector.setInputSize((width, height))
+        _, faces = self.detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        boxes = []
+        for face in faces if faces is not None else []:
+            x, y, w, h = (int(round(v)) for v in face[:4])
+            x, y = max(0, x), max(0, y)
+            w, h = min(w, width - x), min(h, height - y)
+            if w > 0 and h > 0:
+                boxes.append(Box(x, y, w, h, float(face[-1])))
+        return _largest_first(boxes)
+
+
+def load_detector(name: str = "haar", model_path: str | None = None) -> FaceDetector:
+    """The detector behind `--detector NAME [--detector-model FILE]`; raises `DetectorError` (one line)."""
+    if name == "haar":
+        return HaarFaceDetector(model_path) if model_path else HaarFaceDetector()
+    if name == "yunet":
+        if not model_path:
+            raise DetectorError("--detector yunet needs --detector-model FILE.onnx (OpenCV Zoo's YuNet model)")
+        return YuNetFaceDetector(model_path)
+    raise DetectorError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+
+
+def crop_face(image: Image.Image, box: Box, margin: float = 0.2) -> Image.Image:
+    """The square around the box's centre, its side `max(w, h) * (1 + 2 * margin)`; beyond the border is black,
+    so the face stays centred like in aligned face crops."""
+    side = max(box.w, box.h) * (1 + 2 * margin)
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    size = max(1, int(round(side)))
+    return image.crop((left, top, left + size, top + size))
