@@ -1,0 +1,239 @@
+"""`expclip convert`: the authors' released Exp-CLIP heads (SPEC §7) as complete Hugging Face model folders, and the
+default model that `expclip predict` uses when no `--model` is given.
+
+    expclip convert ExpCLIP_L14_model.pth --clip openai/clip-vit-large-patch14 --output expclip-l14
+
+The released heads are PyTorch pickles holding one tensor, `mlp.weight` of shape [4096, CLIP width]. They were trained
+on raw [0, 1] pixels resized straight to a square, so a converted folder carries that preprocessing, not CLIP's.
+
+Default model: `resolve_model(None)` (or an alias such as `expclip-b16`) downloads the authors' head from their GitHub
+release and CLIP from the Hub on first use, converts them and caches the folder under the Hugging Face home
+(`$HF_HOME/expclip/<alias>`); later calls reuse it. Environment overrides, for mirrors and tests:
+`EXPCLIP_CACHE` (cache folder), `EXPCLIP_HEAD_BASE_URL` (where the `.pth` files live), `EXPCLIP_CLIP_MODEL` (the CLIP
+checkpoint, a Hub id or local folder, for whichever alias is resolved).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from huggingface_hub import constants
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
+
+from modeling_expclip import ExpCLIPModel
+
+ORIGINAL_HEAD_KEY = "mlp.weight"
+ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
+# Alias -> (CLIP checkpoint the head was trained on, file name of the authors' head in their release).
+DEFAULT_MODELS = {
+    "expclip-l14": ("openai/clip-vit-large-patch14", "ExpCLIP_L14_model.pth"),
+    "expclip-b16": ("openai/clip-vit-base-patch16", "ExpCLIP_B16_model.pth"),
+    "expclip-b32": ("openai/clip-vit-base-patch32", "ExpCLIP_B32_model.pth"),
+}
+DEFAULT_MODEL = "expclip-l14"
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class ConversionError(ValueError):
+    """A head file or CLIP checkpoint that cannot be converted; the message is one line naming it."""
+
+
+class ModelFetchError(RuntimeError):
+    """The default model could not be fetched; the message is one line saying what, and how to use a local folder."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def original_preprocessing(image_size: int) -> dict:
+    """Image-processor settings of the original (SPEC §4, §7): the released heads expect exactly these inputs."""
+    return dict(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},  # straight to a square, aspect ratio not kept
+        resample=2,  # PIL bilinear, as torchvision's Resize((224, 224)) in the original
+        do_center_crop=False,
+        do_rescale=True,  # to [0, 1]
+        do_normalize=False,  # quirk of the original: no CLIP mean/std normalisation
+        do_convert_rgb=True,
+    )
+
+
+def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
+    """The authors' `mlp.weight` [projection_dim, clip_embed_dim] from a `.pth`, loaded without running pickled code."""
+    path = Path(pth_path)
+    expected = f"a state dict with the single key '{ORIGINAL_HEAD_KEY}' of shape [4096, {clip_embed_dim}]"
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file (expected the authors' .pth head, {expected})")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means: not a plain tensor pickle
+        reason = f"{type(error).__name__}: {_first_line(error)}"
+        if "Weights only load failed" in str(error):
+            reason = "it pickles Python objects, not only tensors; refused, loading it could run code"
+        raise ConversionError(f"{path}: not a PyTorch state dict torch.load(weights_only=True) can read ({reason})")
+    if not isinstance(state_dict, dict) or set(state_dict) != {ORIGINAL_HEAD_KEY}:
+        found = ", ".join(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise ConversionError(f"{path}: expected {expected}, found {found or 'an empty dict'}")
+    weight = state_dict[ORIGINAL_HEAD_KEY]
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        found = f"a {weight.dtype} tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ConversionError(f"{path}: '{ORIGINAL_HEAD_KEY}' must be a floating-point tensor, found {found}")
+    if weight.dim() != 2 or weight.shape[1] != clip_embed_dim:
+        raise ConversionError(
+            f"{path}: '{ORIGINAL_HEAD_KEY}' has shape {list(weight.shape)}, but the CLIP's embedding width is "
+            f"{clip_embed_dim}; expected [4096, {clip_embed_dim}] (is --clip the backbone this head was trained on?)"
+        )
+    return weight.float()
+
+
+def _check_output(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not (overwrite or (output_dir.is_dir() and not any(output_dir.iterdir()))):
+        raise ConversionError(f"{output_dir}: already exists; choose another --output or pass --overwrite")
+
+
+def _write_folder_atomically(output_dir: Path, write, overwrite: bool = False) -> Path:
+    """Run `write(tmp_folder)` in a temporary folder beside `output_dir`, then rename: no half-written folder stays."""
+    _check_output(output_dir, overwrite)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    try:
+        write(tmp)
+        if output_dir.exists():
+            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+def convert_original_head(
+    pth_path, clip_name_or_path, output_dir, overwrite: bool = False, source: str | None = None
+) -> Path:
+    """The authors' head + its CLIP -> a complete Hub folder (safetensors, config, code, tokenizer, image processor).
+
+    `source` records where the head came from (default: the file name) in the config's provenance."""
+    clip_name_or_path, output_dir = str(clip_name_or_path), Path(output_dir)
+    _check_output(output_dir, overwrite)  # fail before any loading
+    try:
+        clip_config = CLIPConfig.from_pretrained(clip_name_or_path)
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
+    weight = load_original_head(pth_path, clip_config.projection_dim)  # before the (large) CLIP weights load
+    try:
+        model = ExpCLIPModel.from_clip(clip_name_or_path, projection_dim=weight.shape[0])
+        tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+        image_size = clip_config.vision_config.image_size
+        image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path, **original_preprocessing(image_size))
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
+    with torch.no_grad():
+        model.projection.weight.copy_(weight)
+    # Provenance (SPEC §3, §7): the released heads were trained with the teacher's dropout left on.
+    model.config.teacher_dropout = True
+    model.config.original_checkpoint = source or Path(pth_path).name
+    model.config.image_preprocessing = "original: square bilinear resize, no crop, raw [0, 1] pixels (no mean/std)"
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+    def write(folder):
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return _write_folder_atomically(output_dir, write, overwrite=overwrite)
+
+
+# ----- the default model -------------------------------------------------------------------------------------------
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("EXPCLIP_CACHE") or Path(constants.HF_HOME) / "expclip")
+
+
+def _offline() -> bool:
+    # Read at call time (huggingface_hub's constant is frozen at import), same variables as the Hub client.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _cached_provenance(folder: Path) -> tuple | None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (folder / "model.safetensors").is_file():
+        return None
+    return config.get("original_checkpoint"), config.get("clip_model_name_or_path")
+
+
+def _download(url: str, destination: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "expclip"})
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(destination, "wb") as file:
+        shutil.copyfileobj(response, file)
+
+
+def resolve_model(model: str | None = None) -> str:
+    """`--model` -> a folder or Hub id `from_pretrained` can load. None or an alias (`expclip-l14`, the default,
+    `expclip-b16`, `expclip-b32`) -> the authors' head converted and cached on first use; anything else passes through.
+
+    Raises `ModelFetchError` (one line) when the head or CLIP cannot be fetched."""
+    alias = DEFAULT_MODEL if model is None else str(model)
+    if alias not in DEFAULT_MODELS:
+        return alias
+    clip_name_or_path, head_file = DEFAULT_MODELS[alias]
+    clip_name_or_path = os.environ.get("EXPCLIP_CLIP_MODEL") or clip_name_or_path
+    head_url = (os.environ.get("EXPCLIP_HEAD_BASE_URL") or ORIGINAL_HEAD_BASE_URL).rstrip("/") + "/" + head_file
+    folder = _cache_root() / alias
+    if _cached_provenance(folder) == (head_url, str(clip_name_or_path)):
+        return str(folder)
+    hint = f"pass --model with a local folder (e.g. one written by `expclip convert {head_file} --clip CLIP --output DIR`)"
+    if _offline():
+        raise ModelFetchError(f"{alias}: not in the cache ({folder}) and offline mode is on (HF_HUB_OFFLINE); {hint}")
+    print(f"expclip: first use of {alias}: fetching {head_url} and {clip_name_or_path} (cached in {folder})",
+          file=sys.stderr)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download.") as download_dir:
+        head_path = Path(download_dir) / head_file
+        try:
+            _download(head_url, head_path)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ModelFetchError(f"{alias}: could not download the Exp-CLIP head {head_url} ({reason}); {hint}")
+        try:
+            convert_original_head(head_path, clip_name_or_path, folder, overwrite=True, source=head_url)
+        except ConversionError as error:
+            raise ModelFetchError(f"{alias}: could not build the model ({error}); {hint}")
+    return str(folder)
+
+
+# ----- command line ------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("original", metavar="ORIGINAL.pth", help="the authors' released head (state dict with mlp.weight)")
+    parser.add_argument(
+        "--clip", required=True, help="the CLIP the head was trained on: Hub id or local folder "
+        "(openai/clip-vit-large-patch14 for the L/14 head, ...-base-patch16, ...-base-patch32)"
+    )
+    parser.add_argument("--output", required=True, type=Path, help="folder to write (must not exist, or be empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        folder = convert_original_head(args.original, args.clip, args.output, overwrite=args.overwrite)
+    except ConversionError as error:
+        if args.debug:
+            raise
+        print(f"expclip convert: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}")
+    return 0
