@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import traceback
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -441,20 +442,29 @@ def _item_label(record: dict) -> str:
     return record["source"]
 
 
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-justify for a terminal, where CJK characters take two columns."""
+    return text + " " * max(0, width - _display_width(text))
+
+
 def format_table(records: list[dict], class_names: list[str]) -> str:
     """One row per image, face or clip: the item, its top label and every class's probability."""
     rows = [r for r in records if not r.get("error")]
-    width = max([len("item")] + [len(_item_label(r)) for r in rows])
+    width = max([len("item")] + [_display_width(_item_label(r)) for r in rows])
     label_width = max([len("label")] + [len(n) for n in class_names])
     columns = [max(6, len(name)) for name in class_names]
     lines = ["  ".join([f"{'item':<{width}}", f"{'label':<{label_width}}"]
                        + [f"{name:>{c}}" for name, c in zip(class_names, columns)])]
     for record in rows:
         if record.get("label") is None:
-            lines.append(f"{_item_label(record):<{width}}  {record.get('note', '')}")
+            lines.append(f"{_pad(_item_label(record), width)}  {record.get('note', '')}")
             continue
         probs = [f"{record['scores'].get(name, 0.0):>{c}.3f}" for name, c in zip(class_names, columns)]
-        lines.append("  ".join([f"{_item_label(record):<{width}}", f"{record['label']:<{label_width}}"] + probs))
+        lines.append("  ".join([_pad(_item_label(record), width), f"{record['label']:<{label_width}}"] + probs))
     return "\n".join(lines) + "\n"
 
 
