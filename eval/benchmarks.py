@@ -1,0 +1,135 @@
+"""The paper's zero-shot benchmarks (SPEC §5) as named presets, with the published numbers (SPEC §6).
+
+A preset knows its classes (always a prefix of the canonical order `EXPRESSION_CLASSES`), which official split is
+evaluated, its folds, whether items are images or video clips, and the sizes and label counts a correctly prepared
+set must have.
+"""
+
+from dataclasses import dataclass, field
+
+from configuration_expclip import EXPRESSION_CLASSES
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # the command-line name: `expclip prepare --benchmark NAME`
+    title: str  # the paper's column header
+    kind: str  # "image" or "video"
+    num_classes: int  # the first `num_classes` of EXPRESSION_CLASSES (7, 8 or 11)
+    split: str  # the official split the paper evaluates
+    folds: tuple[int, ...] = ()  # DFEW/MAFW: 5-fold cross-validation, the test set of each fold; () = a single split
+    expected_sizes: dict = field(default_factory=dict)  # fold (0 = the single split) -> number of items
+    size_tolerance: float = 0.0  # relative slack of the size check (FERPlus: "about 3,100")
+    expected_label_counts: dict = field(default_factory=dict)  # fold -> items per canonical class index
+    published: dict = field(default_factory=dict)  # model -> (UAR, WAR) in %, SPEC §6
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(EXPRESSION_CLASSES[: self.num_classes])
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == "video"
+
+
+def _published(*columns):
+    """SPEC §6 rows in the table's model order, for one benchmark column."""
+    models = ["CLIP B/32", "CLIP B/16", "CLIP L/14", "Exp-CLIP B/32", "Exp-CLIP B/16", "Exp-CLIP L/14", "BLIP-2 (L/14)"]
+    return {model: pair for model, pair in zip(models, columns) if pair is not None}
+
+
+BENCHMARKS = {
+    benchmark.name: benchmark
+    for benchmark in [
+        Benchmark(
+            "raf-db", "RAF-DB", "image", 7, "test",
+            expected_sizes={0: 3068},
+            published=_published((34.97, 30.05), (38.66, 37.16), (47.22, 41.13), (39.56, 42.14), (48.96, 54.50),
+                                 (58.70, 65.37), (43.78, 44.07)),
+        ),
+        Benchmark(
+            "affectnet-7", "AffectNet-7", "image", 7, "validation",
+            expected_sizes={0: 3500}, expected_label_counts={0: [500] * 7},
+            published=_published((29.29, 29.29), (34.35, 34.35), (34.46, 34.47), (31.73, 31.73), (39.98, 39.98),
+                                 (44.27, 44.27), (32.86, 32.87)),
+        ),
+        Benchmark(
+            "affectnet-8", "AffectNet-8", "image", 8, "validation",
+            expected_sizes={0: 4000}, expected_label_counts={0: [500] * 8},
+            published=_published((25.53, 25.53), (29.38, 29.38), (29.96, 29.96), (27.63, 27.63), (34.40, 34.40),
+                                 (38.44, 38.43), (28.53, 28.53)),
+        ),
+        Benchmark(
+            "ferplus", "FERPlus", "image", 8, "test",
+            expected_sizes={0: 3100}, size_tolerance=0.05,
+            published=_published((36.05, 33.89), (34.33, 45.14), (33.82, 46.67), (37.83, 37.04), (40.81, 53.02),
+                                 (48.28, 55.42), (43.40, 48.14)),
+        ),
+        Benchmark(
+            "dfew", "DFEW", "video", 7, "test", folds=(1, 2, 3, 4, 5),
+            expected_sizes={1: 2341, 2: 2341, 3: 2340, 4: 2339, 5: 2336},
+            expected_label_counts={1: [489, 379, 534, 435, 294, 29, 181]},
+            published=_published((22.08, 21.30), (22.92, 28.33), (32.02, 38.12), (24.25, 25.87), (27.12, 31.75),
+                                 (40.16, 47.09)),
+        ),
+        Benchmark(
+            "ferv39k", "FERV39k", "video", 7, "test",
+            expected_sizes={0: 7847}, expected_label_counts={0: [1473, 1393, 1958, 1487, 638, 467, 431]},
+            published=_published((18.12, 17.38), (19.81, 22.51), (21.97, 28.99), (21.48, 21.25), (24.78, 27.99),
+                                 (27.45, 31.07)),
+        ),
+        Benchmark(
+            "mafw", "MAFW", "video", 11, "test", folds=(1, 2, 3, 4, 5),
+            expected_sizes={1: 1838, 2: 1836, 3: 1832, 4: 1831, 5: 1831},
+            expected_label_counts={1: [249, 294, 228, 278, 215, 128, 125, 48, 184, 53, 37]},
+            published=_published((13.39, 15.48), (15.45, 17.25), (20.42, 25.58), (17.53, 20.27), (19.17, 23.35),
+                                 (23.95, 26.98)),
+        ),
+        Benchmark(
+            "afew", "AFEW", "video", 7, "validation",
+            expected_sizes={0: 380}, expected_label_counts={0: [62, 61, 64, 63, 45, 40, 46]},
+            published=_published((28.59, 28.87), (28.21, 29.13), (35.50, 38.32), (29.72, 31.23), (32.84, 33.86),
+                                 (38.72, 40.42)),
+        ),
+    ]
+}
+
+
+class UnknownBenchmarkError(ValueError):
+    """A benchmark name that is not one of the presets."""
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """A preset by name; case, '-' and '_' are ignored ("RAF_DB", "rafdb" and "raf-db" are the same)."""
+
+    def key(text):
+        return text.lower().replace("-", "").replace("_", "").replace(" ", "")
+
+    for benchmark in BENCHMARKS.values():
+        if key(name) in (key(benchmark.name), key(benchmark.title)):
+            return benchmark
+    raise UnknownBenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+
+
+def check_prepared(benchmark: Benchmark, labels_by_fold: dict) -> list[str]:
+    """Compare a prepared set with SPEC §5: one line per mismatch of a fold's size or label counts (empty = as
+    published). `labels_by_fold` maps fold (0 for a single split) to the list of canonical label indices."""
+    mismatches = []
+    expected_folds = benchmark.folds or (0,)
+    for fold in expected_folds:
+        where = f"fold {fold}" if fold else benchmark.split
+        labels = labels_by_fold.get(fold, [])
+        expected = benchmark.expected_sizes.get(fold)
+        if expected is not None:
+            slack = round(expected * benchmark.size_tolerance)
+            if abs(len(labels) - expected) > slack:
+                about = "about " if slack else ""
+                mismatches.append(f"{benchmark.title} {where}: {len(labels)} items, expected {about}{expected:,}")
+        counts = benchmark.expected_label_counts.get(fold)
+        if counts is not None:
+            found = [labels.count(index) for index in range(benchmark.num_classes)]
+            if found != counts:
+                mismatches.append(f"{benchmark.title} {where}: label counts {found}, expected {counts}")
+    for fold in sorted(set(labels_by_fold) - set(expected_folds)):
+        mismatches.append(f"{benchmark.title}: unexpected fold {fold}")
+    return mismatches

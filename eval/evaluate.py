@@ -1,0 +1,425 @@
+"""`expclip evaluate`: the paper's zero-shot protocol (SPEC §5) on a prepared benchmark -> UAR/WAR.
+
+    expclip evaluate --model MODEL --benchmark dfew --data data/dfew --prompts all --baseline-clip --output results
+
+Every item goes through frozen CLIP once; each (head, prompt set) row then scores the cached CLIP embeddings with
+the model's zero-shot API (`text_classifier` once per prompt set, `project`, `zero_shot_logits`), so `--prompts all
+--baseline-clip` (10 rows) costs one pass over the images. Clips: 16 frames by `sample_segment_indices`, CLIP on
+every frame, frame embeddings averaged, then the head and L2 normalisation; the head is affine, so projecting the
+mean equals the mean of the projections (SPEC §2).
+
+Writes OUTPUT/BENCHMARK/results.json (every number, per-item predictions, excluded items),
+OUTPUT/BENCHMARK/confusion/*.png (row-normalised confusion matrices) and OUTPUT/results.md (the paper's table layout
+over every benchmark evaluated into OUTPUT so far, with the published numbers below it).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
+
+from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
+from .prepare import FRAME_EXTENSIONS, METADATA_FILE
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+PROMPT_STUDY = ["type1", "type2", "type3", "type4", "type5"]  # the paper's prompt study, "--prompts all"
+HEADS = {True: "Exp-CLIP", False: "CLIP"}  # use_projection -> row label
+
+
+class EvaluateError(Exception):
+    """A run that cannot start (missing data folder, wrong benchmark, unloadable model): one line naming the item."""
+
+
+# ----- data: the prepared dataset as CLIP pixel values, one bad item never stops the run -------------------------
+
+
+class BenchmarkPixels:
+    """Map-style dataset over a prepared benchmark: index -> (index, pixel_values or None, reason or None).
+
+    Images: (3, H, W). Clips: (num_segments, 3, H, W), frames sorted by file name and picked by
+    `sample_segment_indices` from the clip's listed frame count."""
+
+    def __init__(self, dataset, image_processor, num_classes, video, num_segments=16, short_clip="even"):
+        self.dataset = dataset
+        self.image_processor = image_processor
+        self.num_classes = num_classes
+        self.video = video
+        self.num_segments = num_segments
+        self.short_clip = short_clip
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        from predict_expclip import InputError
+
+        item = self.dataset[index]
+        try:
+            if not 0 <= item["label"] < self.num_classes:
+                raise InputError(f"{item['id']}: label {item['label']} is outside the {self.num_classes} classes")
+            images = self.load_clip(item) if self.video else [self.load(item["path"])]
+            pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            return index, pixel_values if self.video else pixel_values[0], None
+        except InputError as error:
+            return index, None, str(error).splitlines()[0]
+
+    @staticmethod
+    def load(path):
+        from predict_expclip import load_image
+
+        return load_image(path)
+
+    def load_clip(self, item):
+        from modeling_expclip import sample_segment_indices
+        from predict_expclip import InputError
+
+        folder = Path(item["path"])
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such frame folder")
+        frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+        claimed = item["num_frames"] or len(frames)
+        if len(frames) < claimed or not frames:
+            raise InputError(f"{folder}: {len(frames)} frames, its list claims {claimed}")
+        indices = sample_segment_indices(claimed, self.num_segments, self.short_clip)
+        decoded = {i: self.load(frames[i]) for i in sorted(set(indices))}  # short clips repeat frames: decode once
+        return [decoded[i] for i in indices]
+
+
+def collate(batch):
+    return batch  # BenchmarkPixels items stay separate; bad ones are filtered before stacking
+
+
+def clip_embeddings(model, loader, video, description="CLIP features"):
+    """One pass over the data: CLIP joint-space embeddings (clips: mean over frames) and the excluded items."""
+    import torch
+    from tqdm.auto import tqdm
+
+    embeds, kept, excluded = {}, [], []
+    device = model.projection.weight.device
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=description, unit="batch", file=sys.stderr):
+            good = [(index, pixels) for index, pixels, reason in batch if reason is None]
+            for index, _, reason in batch:
+                if reason is not None:
+                    excluded.append((index, reason))
+                    tqdm.write(f"excluded: {reason}", file=sys.stderr)
+            if not good:
+                continue
+            pixels = torch.stack([p for _, p in good]).to(device=device, dtype=model.clip.dtype)
+            if video:
+                batch_size, frames = pixels.shape[:2]
+                features = model.encode_clip_image(pixels.flatten(0, 1)).unflatten(0, (batch_size, frames)).mean(1)
+            else:
+                features = model.encode_clip_image(pixels)
+            for (index, _), feature in zip(good, features.float().cpu()):
+                embeds[index] = feature
+                kept.append(index)
+    kept.sort()
+    stacked = torch.stack([embeds[i] for i in kept]) if kept else torch.empty(0)
+    return kept, stacked, excluded
+
+
+# ----- metrics: `evaluate` modules shipped in eval/metrics (evaluate.load("accuracy") would need the Hub) ----------
+
+
+def load_metrics():
+    import evaluate
+
+    return {name: evaluate.load(str(METRICS_DIR / name)) for name in ("accuracy", "recall", "confusion_matrix")}
+
+
+def score(metrics, predictions, references, num_classes) -> dict:
+    """WAR = accuracy, UAR = mean per-class recall over the classes present (SPEC §5), in %; confusion counts."""
+    present = sorted(set(references))
+    war = metrics["accuracy"].compute(predictions=predictions, references=references)["accuracy"]
+    uar = metrics["recall"].compute(
+        predictions=predictions, references=references, labels=present, average="macro", zero_division=0
+    )["recall"]
+    per_class = metrics["recall"].compute(
+        predictions=predictions, references=references, labels=list(range(num_classes)), average=None,
+        zero_division=0,
+    )["recall"]
+    confusion = metrics["confusion_matrix"].compute(
+        predictions=predictions, references=references, labels=list(range(num_classes))
+    )["confusion_matrix"]
+    return {
+        "uar": 100 * uar,
+        "war": 100 * war,
+        "num_items": len(references),
+        "per_class_recall": [100 * r if c in present else None for c, r in enumerate(per_class)],
+        "confusion_matrix": confusion,
+    }
+
+
+def save_confusion_png(confusion, class_names, title, path: Path):
+    """Row-normalised confusion matrix (rows: true class, columns: predicted) with class names on both axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=float)
+    rows = counts.sum(1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    size = 1.6 + 0.55 * len(class_names)
+    figure, axes = plt.subplots(figsize=(size + 1.2, size))
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=9)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            colour = "white" if normalised[i, j] > 0.5 else "black"
+            axes.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# ----- tables and the model card -------------------------------------------------------------------------------------
+
+
+def render_table(rows: dict) -> list[str]:
+    """Markdown in the paper's layout: one column per benchmark (SPEC §6 order), "UAR/WAR" cells, "–" if not run.
+
+    `rows` maps a row label to {benchmark name: (uar, war)}."""
+    header = "| model | " + " | ".join(b.title for b in BENCHMARKS.values()) + " |"
+    lines = [header, "| --- " * (len(BENCHMARKS) + 1) + "|"]
+    for label, cells in rows.items():
+        values = [f"{cells[n][0]:.2f}/{cells[n][1]:.2f}" if n in cells else "–" for n in BENCHMARKS]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
+
+
+def write_results_table(output: Path) -> Path:
+    """OUTPUT/results.md over every OUTPUT/*/results.json, then the published numbers (SPEC §6) to compare with."""
+    measured = {}
+    for results_file in sorted(output.glob("*/results.json")):
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+        for row in results["rows"]:
+            key = (row["use_projection"], row["model"], row["prompts"])  # the paper lists CLIP rows first
+            measured.setdefault(key, {})[results["benchmark"]] = (row["uar"], row["war"])
+    measured = {f"{model} ({prompts})": cells for (_, model, prompts), cells in sorted(measured.items())}
+    published = {}
+    for benchmark in BENCHMARKS.values():
+        for model, pair in benchmark.published.items():
+            published.setdefault(model, {})[benchmark.name] = pair
+    lines = ["# Zero-shot results (UAR/WAR, %)", "", *render_table(measured), "",
+             "Published (Zhao et al., WACV 2025, type3 prompts; run-to-run spread 1–3 points):", "",
+             *render_table(published), ""]
+    path = output / "results.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def update_model_card(model_dir: Path, model_name: str, benchmark, row: dict) -> Path:
+    """Add (or replace) this benchmark's UAR and WAR in the folder's README.md `model-index`."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    readme = model_dir / "README.md"
+    card = ModelCard.load(readme) if readme.is_file() else None
+    data = ModelCardData(**card.data.to_dict()) if card is not None else ModelCardData()
+    kept = [r for r in (data.eval_results or []) if r.dataset_type != benchmark.name]
+    common = dict(
+        task_type="zero-shot-image-classification",
+        task_name="Zero-shot facial expression recognition",
+        dataset_type=benchmark.name,
+        dataset_name=benchmark.title,
+        dataset_split=benchmark.split,
+        dataset_args={"folds": list(benchmark.folds), "reduction": "mean over folds"} if benchmark.folds else None,
+    )
+    args = {"prompts": row["prompts"], "ensemble": row["ensemble"]}
+    new = [
+        EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(row["uar"], 2),
+                   metric_args={"average": "macro", **args}, **common),
+        EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(row["war"], 2),
+                   metric_args=args, **common),
+    ]
+    data.eval_results = kept + new
+    data.model_name = data.model_name or model_name
+    if card is None:
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {model_name}\n")
+    card.data = data
+    card.save(readme)
+    return readme
+
+
+# ----- the command ---------------------------------------------------------------------------------------------------
+
+
+def resolve_model_path(model: str) -> str:
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    try:  # aliases and Hub ids are resolved by the converter
+        from convert_expclip_original import resolve_model
+    except ImportError:
+        raise EvaluateError(f"{model}: no such model folder")
+    return resolve_model(model)
+
+
+def load_prepared(data: Path, benchmark):
+    import datasets
+
+    if not data.is_dir():
+        raise EvaluateError(f"{data}: no such data folder (make it with `expclip prepare --benchmark {benchmark.name}`)")
+    metadata_file = data / METADATA_FILE
+    metadata = json.loads(metadata_file.read_text(encoding="utf-8")) if metadata_file.is_file() else {}
+    if metadata.get("benchmark", benchmark.name) != benchmark.name:
+        raise EvaluateError(f"{data}: prepared for {metadata['benchmark']}, not {benchmark.name}")
+    try:
+        dataset = datasets.load_from_disk(str(data))
+    except (FileNotFoundError, ValueError) as error:
+        raise EvaluateError(f"{data}: not a prepared dataset ({str(error).splitlines()[0]})")
+    missing = {"id", "path", "label"} - set(dataset.column_names)
+    if missing:
+        raise EvaluateError(f"{data}: the dataset lacks column(s) {', '.join(sorted(missing))}")
+    return dataset, metadata
+
+
+def evaluate_benchmark(args) -> dict:
+    import torch
+    from transformers import AutoProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
+    benchmark = get_benchmark(args.benchmark)
+    data = Path(args.data).expanduser()
+    dataset, metadata = load_prepared(data, benchmark)
+    model_path = resolve_model_path(args.model)
+    try:
+        model = ExpCLIPModel.from_pretrained(model_path)
+        processor = AutoProcessor.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise EvaluateError(f"{model_path}: cannot load the model and its processor ({str(error).splitlines()[0]})")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    model_name = args.model_name or Path(model_path).name
+    clip_name = Path(model.config.clip_model_name_or_path or "clip").name
+
+    prompt_sets = PROMPT_STUDY if "all" in args.prompts else list(dict.fromkeys(args.prompts))
+    ensemble = args.ensemble or model.config.ensemble
+    num_segments = args.num_segments or model.config.num_segments
+    pixels = BenchmarkPixels(dataset, processor.image_processor, benchmark.num_classes, benchmark.is_video,
+                             num_segments, args.short_clip)
+    loader = torch.utils.data.DataLoader(pixels, batch_size=args.batch_size, num_workers=args.num_workers,
+                                         collate_fn=collate)
+    kept, clip_embeds, excluded = clip_embeddings(model, loader, benchmark.is_video, f"{benchmark.title} CLIP features")
+    if not kept:
+        raise EvaluateError(f"{data}: every item was excluded ({len(excluded)}); nothing to score")
+    clip_embeds = clip_embeds.to(device)
+    references = [int(dataset[i]["label"]) for i in kept]
+    folds = [int(dataset[i]["fold"]) if "fold" in dataset.column_names else 0 for i in kept]
+
+    metrics = load_metrics()
+    output = Path(args.output).expanduser()
+    run_dir = output / benchmark.name
+    rows = []
+    for use_projection in [True] + ([False] if args.baseline_clip else []):
+        image_embeds = model.project(clip_embeds, use_projection)
+        for prompts in prompt_sets:
+            overrides = ORIGINAL_PROMPT_OVERRIDES if prompts == "type5-original" else {}
+            classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts, overrides,
+                                               ensemble, use_projection)
+            with torch.inference_mode():
+                logits = model.zero_shot_logits(image_embeds, classifier)
+            predictions = logits.argmax(-1).tolist()
+            label = f"{HEADS[use_projection]} {model_name if use_projection else clip_name}"
+            row = {"model": label, "head": HEADS[use_projection], "use_projection": use_projection,
+                   "prompts": prompts, "ensemble": ensemble}
+            row.update(score(metrics, predictions, references, benchmark.num_classes))
+            if benchmark.folds:  # SPEC §5: DFEW and MAFW report the mean of the per-fold UAR and WAR
+                row["folds"] = {}
+                for fold in sorted(set(folds)):
+                    chosen = [k for k, f in enumerate(folds) if f == fold]
+                    fold_score = score(metrics, [predictions[k] for k in chosen], [references[k] for k in chosen],
+                                       benchmark.num_classes)
+                    row["folds"][str(fold)] = fold_score
+                row["uar"] = sum(f["uar"] for f in row["folds"].values()) / len(row["folds"])
+                row["war"] = sum(f["war"] for f in row["folds"].values()) / len(row["folds"])
+            png = run_dir / "confusion" / f"{row['head']}-{prompts}.png"
+            save_confusion_png(row["confusion_matrix"], benchmark.class_names,
+                               f"{label}, {benchmark.title}, {prompts}: UAR {row['uar']:.2f} WAR {row['war']:.2f}", png)
+            row["confusion_matrix_png"] = str(png)
+            row["predictions"] = predictions
+            rows.append(row)
+
+    results = {
+        "benchmark": benchmark.name,
+        "title": benchmark.title,
+        "split": benchmark.split,
+        "folds": sorted(set(folds)) if benchmark.folds else [],
+        "class_names": benchmark.class_names,
+        "model": str(model_path),
+        "model_name": model_name,
+        "clip_model": model.config.clip_model_name_or_path,
+        "data": str(data.resolve()),
+        "prepare_mismatches": metadata.get("mismatches", []),
+        "prepare_num_excluded": metadata.get("num_excluded", 0),
+        "ensemble": ensemble,
+        "num_segments": num_segments if benchmark.is_video else None,
+        "short_clip": args.short_clip if benchmark.is_video else None,
+        "num_items": len(dataset),
+        "num_evaluated": len(kept),
+        "num_excluded": len(excluded),
+        "excluded": [{"id": dataset[i]["id"], "path": dataset[i]["path"], "reason": r} for i, r in excluded],
+        "items": [{"id": dataset[i]["id"], "label": references[k], "fold": folds[k]} for k, i in enumerate(kept)],
+        "rows": rows,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    results["table"] = write_results_table(output)
+    if args.update_card:
+        card_row = next((r for r in rows if r["use_projection"] and r["prompts"] == "type3"), rows[0])
+        results["card"] = update_model_card(Path(model_path), model_name, benchmark, card_row)
+    return results
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="an Exp-CLIP model folder (or a name the converter resolves)")
+    parser.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
+    parser.add_argument("--data", required=True, help="the folder `expclip prepare` wrote")
+    parser.add_argument("--prompts", nargs="+", default=["type3"], choices=[*PROMPT_SETS, "all"],
+                        help="prompt set(s); 'all' = type1..type5, the paper's prompt study (default: type3)")
+    parser.add_argument("--ensemble", choices=["logits", "embeddings"],
+                        help="combine a class's prompts by averaging logits (the paper) or text embeddings "
+                        "(default: the model's config)")
+    parser.add_argument("--baseline-clip", action="store_true",
+                        help="also score plain CLIP (no head) on the same data in the same run (the paper's Table 2)")
+    parser.add_argument("--output", default="outputs/evaluate", help="results folder (default: outputs/evaluate)")
+    parser.add_argument("--short-clip", choices=["even", "first_frame"], default="even",
+                        help="clips of <= 16 frames: sample evenly with repetition (default) or take frame 0 "
+                        "sixteen times (the original's quirk)")
+    parser.add_argument("--num-segments", type=int, help="frames per clip (default: the model's config, 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images or clips per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding images")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--model-name", help="row label of the model (default: the model folder's name)")
+    parser.add_argument("--update-card", action="store_true",
+                        help="write UAR/WAR into the model folder's README.md model-index")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+
+
+def run(args) -> int:
+    try:
+        results = evaluate_benchmark(args)
+    except (EvaluateError, UnknownBenchmarkError) as error:
+        if args.debug:
+            raise
+        print(f"expclip evaluate: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, UnknownBenchmarkError) else 1
+    if results["num_excluded"]:
+        print(f"{results['num_excluded']} of {results['num_items']} items excluded (listed in results.json)",
+              file=sys.stderr)
+    cells = {f"{r['model']} ({r['prompts']})": {results['benchmark']: (r["uar"], r["war"])} for r in results["rows"]}
+    print("\n".join(render_table(cells)))
+    run_dir = Path(args.output).expanduser() / results["benchmark"]
+    print(f"results: {run_dir / 'results.json'}; table: {results['table']}")
+    if "card" in results:
+        print(f"model card updated: {results['card']}")
+    return 0
