@@ -1,0 +1,142 @@
+"""The LLM teacher of Exp-CLIP (SPEC §3): one L2-normalised target vector per face image from BLIP-2's T5 encoder.
+
+    image -> vision encoder -> Q-Former (32 queries) -> language projection   # 32 "visual tokens" in T5's space
+          -> [visual tokens ; T5 embeddings of the instruction + </s>] -> T5 ENCODER (final layer norm included)
+          -> mean over all positions -> float32 -> L2-normalise              # the target, e.g. 4096-d
+
+Works with any BLIP-2 + T5 checkpoint of `transformers` (default `Salesforce/blip2-flan-t5-xxl`). No text is ever
+generated, so the T5 decoder and LM head are never built: the teacher is assembled on the meta device from BLIP-2's
+own modules and only the tensors it needs are read from the checkpoint's safetensors (only the shards holding them).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoImageProcessor, AutoTokenizer, Blip2Config, T5EncoderModel
+from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2VisionModel
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+from configuration_expclip import INSTRUCTION
+
+DEFAULT_TEACHER = "Salesforce/blip2-flan-t5-xxl"
+
+
+class ExpCLIPTeacher(nn.Module):
+    """BLIP-2's image side and T5 encoder, with the instruction's token ids fixed: `forward(pixel_values)` -> targets.
+
+    Parameter names follow `Blip2ForConditionalGeneration` (`vision_model`, `query_tokens`, `qformer`,
+    `language_projection`, `language_model.{shared,encoder}`), so checkpoint keys load as they are.
+    """
+
+    def __init__(self, config: Blip2Config, instruction_ids: torch.Tensor):
+        super().__init__()
+        if config.text_config.model_type not in ("t5", "umt5", "mt5"):
+            raise ValueError(f"the teacher needs a BLIP-2 checkpoint with a T5 language model, got {config.text_config.model_type!r}")
+        self.config = config
+        self.vision_model = Blip2VisionModel._from_config(config.vision_config)
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.qformer = Blip2QFormerModel._from_config(config.qformer_config)
+        self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
+        self.language_model = T5EncoderModel._from_config(config.text_config)  # the encoder stack only
+        self.register_buffer("instruction_ids", instruction_ids.view(1, -1), persistent=False)
+
+    @property
+    def target_dim(self) -> int:
+        """Width of the targets: T5's d_model (4096 for Flan-T5-XXL)."""
+        return self.config.text_config.hidden_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_projection.weight.dtype
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = DEFAULT_TEACHER,
+        instruction: str = INSTRUCTION,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        dropout: bool = False,
+    ) -> "ExpCLIPTeacher":
+        """Load the teacher from a BLIP-2 + T5 checkpoint (Hub id or folder) without ever creating the T5 decoder.
+
+        dtype defaults to bfloat16 on GPU and float32 on CPU; the Q-Former and query tokens stay float32, as in
+        `transformers`' BLIP-2. `dropout=True` reproduces the original's quirk of computing targets in train mode.
+        """
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        config = Blip2Config.from_pretrained(name_or_path)
+        for sub_config in (config.vision_config, config.qformer_config, config.text_config):
+            sub_config._attn_implementation = "sdpa"
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        instruction_ids = tokenizer(instruction, return_tensors="pt").input_ids[0]  # T5's tokenizer ends it with </s>
+        with torch.device("meta"):
+            teacher = cls(config, instruction_ids.to("meta"))
+        state_dict = _read_tensors(name_or_path, needed=set(teacher.state_dict()))
+        teacher.load_state_dict(state_dict, strict=True, assign=True)
+        teacher.instruction_ids = instruction_ids.view(1, -1)
+        teacher.to(device=device, dtype=dtype)
+        teacher.qformer.float()  # kept in float32 like transformers' BLIP-2 (`_keep_in_fp32_modules`)
+        teacher.query_tokens.data = teacher.query_tokens.data.float()
+        teacher.requires_grad_(False)
+        return teacher.train(dropout)  # quirk switch: the original left the teacher in train mode (dropout on)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) images prepared by BLIP-2's image processor -> (batch, target_dim) float32, normalised."""
+        image_embeds = self.vision_model(pixel_values=pixel_values.to(self.dtype)).last_hidden_state
+        query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        query_output = self.qformer(
+            query_embeds=query_tokens,
+            encoder_hidden_states=image_embeds.to(query_tokens.dtype),
+            encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device),
+        ).last_hidden_state
+        visual_tokens = self.language_projection(query_output.to(self.dtype))
+        instruction_embeds = self.language_model.get_input_embeddings()(self.instruction_ids)
+        inputs_embeds = torch.cat([visual_tokens, instruction_embeds.expand(visual_tokens.shape[0], -1, -1)], dim=1)
+        hidden_states = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=torch.ones(inputs_embeds.shape[:-1], dtype=torch.long, device=inputs_embeds.device),
+        ).last_hidden_state  # after T5's final layer norm
+        # SPEC §3: mean over ALL positions (queries + instruction + </s>); pooled in float32 for a bf16 teacher.
+        return F.normalize(hidden_states.float().mean(dim=1), dim=-1)
+
+
+def load_teacher_image_processor(name_or_path: str = DEFAULT_TEACHER):
+    """BLIP-2's own image processor (224 px bicubic resize, CLIP mean/std for the real checkpoint)."""
+    return AutoImageProcessor.from_pretrained(name_or_path)
+
+
+def _read_tensors(name_or_path: str, needed: set[str]) -> dict[str, torch.Tensor]:
+    """The `needed` tensors from a checkpoint's safetensors, opening only the shards that hold them.
+
+    T5's `encoder.embed_tokens` is tied to `shared`; checkpoints store it once, so it is filled from `shared`."""
+    tied = {"language_model.encoder.embed_tokens.weight": "language_model.shared.weight"}
+    index_file = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False)
+    if index_file is not None:
+        weight_map = json.loads(Path(index_file).read_text())["weight_map"]
+    else:
+        single = cached_file(name_or_path, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False)
+        if single is None:
+            raise FileNotFoundError(f"{name_or_path}: no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} (safetensors only)")
+        with safe_open(single, framework="pt") as f:
+            weight_map = {key: SAFE_WEIGHTS_NAME for key in f.keys()}
+    wanted = {key for key in needed if key in weight_map}
+    missing = {key for key in needed - wanted if tied.get(key) not in weight_map}
+    if missing:
+        raise KeyError(f"{name_or_path}: checkpoint lacks {len(missing)} teacher tensors, e.g. {sorted(missing)[:3]}")
+    by_shard: dict[str, list[str]] = {}
+    for key in sorted(wanted):
+        by_shard.setdefault(weight_map[key], []).append(key)
+    tensors = {}
+    for shard, keys in by_shard.items():  # shards holding only decoder/LM-head tensors are never downloaded or opened
+        with safe_open(cached_file(name_or_path, shard), framework="pt") as f:
+            tensors.update({key: f.get_tensor(key) for key in keys})
+    for key, source in tied.items():
+        if key in needed and key not in tensors:
+            tensors[key] = tensors[source]
+    return {key: tensors[key] for key in needed}

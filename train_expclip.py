@@ -1,0 +1,363 @@
+"""Train Exp-CLIP's projection (SPEC §4): `accelerate launch train_expclip.py --train_dir faces/ --output_dir out/`.
+
+Read top to bottom: arguments, images, cached features (frozen CLIP + LLM teacher, computed once), model, the HF
+Trainer on cached vectors, then a complete Hub model folder with its model card (and `--push_to_hub`).
+
+The defaults reproduce the paper's run: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, constant lr, global batch 512
+with drop_last, 5 epochs, seed 1, InfoNCE scale 100. Under `accelerate launch --num_processes N` every rank extracts a
+disjoint part of the cache, trains on `global_batch_size / N` images per step, and the InfoNCE negatives come from
+all ranks, so N processes train the same head as one.
+"""
+
+import functools
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+import transformers
+from accelerate import PartialState
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.constants import HF_HOME
+from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from configuration_expclip import INSTRUCTION
+from features_expclip import (
+    FeatureCacheSettings,
+    build_feature_cache,
+    dataset_image_items,
+    folder_image_items,
+    pixel_values,
+    read_image,
+)
+from modeling_expclip import ExpCLIPModel, contrastive_loss
+from predict_expclip import InputError
+from teacher_expclip import DEFAULT_TEACHER
+
+logger = logging.getLogger("train_expclip")
+
+
+# ----- arguments --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    clip_model_name_or_path: str = field(
+        default="openai/clip-vit-large-patch14", metadata={"help": "The frozen CLIP (Hub id or folder)."}
+    )
+    teacher_model_name_or_path: str = field(
+        default=DEFAULT_TEACHER, metadata={"help": "Any BLIP-2 + T5 checkpoint (Hub id or folder): the LLM teacher."}
+    )
+    instruction: str = field(default=INSTRUCTION, metadata={"help": "The instruction given to the teacher (SPEC §3)."})
+    original_preprocessing: bool = field(
+        default=False,
+        metadata={"help": "Quirk of the original: square bilinear resize and raw [0,1] pixels (no mean/std) for CLIP "
+                  "and the teacher. Default: each model's own image processor."},
+    )
+    teacher_dropout: bool = field(
+        default=False, metadata={"help": "Quirk of the original: teacher targets computed with dropout on (train mode)."}
+    )
+    lora_r: int = field(
+        default=0, metadata={"help": "If > 0, also adapt CLIP's vision tower with LoRA of this rank (on pixels, not caches)."}
+    )
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (with --lora_r)."})
+    license: str = field(default="mit", metadata={"help": "License written into the model card."})
+
+
+@dataclass
+class DataArguments:
+    train_dir: str | None = field(default=None, metadata={"help": "Folder of face images (recursive; labels ignored)."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets` dataset with an image column: Hub id, or a builder like imagefolder."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    dataset_data_dir: str | None = field(default=None, metadata={"help": "data_dir for load_dataset (e.g. imagefolder)."})
+    dataset_split: str = field(default="train", metadata={"help": "The split to train on."})
+    image_column: str = field(default="image", metadata={"help": "The dataset's image column."})
+    feature_cache_dir: str = field(
+        default=os.path.join(HF_HOME, "expclip", "features"),
+        metadata={"help": "Where cached CLIP embeddings and teacher targets live (reused across runs)."},
+    )
+    shard_size: int = field(default=4096, metadata={"help": "Images per cache shard (the unit of resumption)."})
+    extraction_batch_size: int = field(default=64, metadata={"help": "Images per forward pass when extracting."})
+    eval_results: str | None = field(
+        default=None,
+        metadata={"help": "JSON {dataset: {uar: .., war: ..}} (percent) for the model card's results section."},
+    )
+
+
+@dataclass
+class ExpCLIPTrainingArguments(TrainingArguments):
+    """`TrainingArguments` whose defaults are the paper's recipe (SPEC §4)."""
+
+    global_batch_size: int = field(
+        default=512, metadata={"help": "Images per optimiser step over all processes; per device = this / processes."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "SGD learning rate (paper: 1e-3)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay (paper: 1e-4)."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs (paper: 5)."})
+    seed: int = field(default=1, metadata={"help": "Seed of the head's init and the shuffling (paper: 1)."})
+    optim: str = field(default="sgd", metadata={"help": "Optimiser (paper: SGD)."})
+    optim_args: str | None = field(default="momentum=0.9", metadata={"help": "Optimiser arguments (paper: momentum 0.9)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "The original's step schedule never fires."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (the paper clips nothing)."})
+    average_tokens_across_devices: bool = field(
+        default=False,
+        metadata={"help": "Off: the InfoNCE loss is already global (gathered); scaling it by the number of processes "
+                  "would multiply the gradient."},
+    )
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch (paper)."})
+    save_strategy: str = field(default="no", metadata={"help": "The head trains in seconds: save only the final model."})
+    logging_steps: float = field(default=10, metadata={"help": "Log the loss every this many steps."})
+    report_to: str | None = field(default="none", metadata={"help": "Experiment trackers to report to."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep `labels` (the teacher targets) for the global InfoNCE loss."}
+    )
+
+    def __post_init__(self):
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.global_batch_size % world_size:
+            raise ValueError(f"--global_batch_size {self.global_batch_size} is not divisible by {world_size} processes")
+        self.per_device_train_batch_size = self.global_batch_size // world_size
+        super().__post_init__()
+
+
+# ----- the loss over all ranks ------------------------------------------------------------------------------------
+
+
+def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: float = 100.0) -> torch.Tensor:
+    """InfoNCE of SPEC §4 over the GLOBAL batch: every rank gathers all ranks' image embeddings and targets.
+
+    Each rank computes the same global loss L; all_gather's backward sums the ranks' gradients into each rank's
+    slice (N * dL/dx_local), and DDP then averages over the N ranks, giving exactly one process's dL/dW."""
+    image_embeds, target_embeds = outputs.image_embeds, labels.to(outputs.image_embeds.dtype)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        image_embeds = torch.cat(dist_nn.all_gather(image_embeds))
+        target_embeds = torch.cat(dist_nn.all_gather(target_embeds))
+    return contrastive_loss(image_embeds, target_embeds, scale)
+
+
+class PixelTargetDataset(torch.utils.data.Dataset):
+    """For --lora_r: CLIP pixels recomputed per step (CLIP changes), teacher targets from the cache."""
+
+    def __init__(self, cache: datasets.Dataset, items_by_name: dict, image_processor, original_preprocessing: bool):
+        self.cache = cache.select_columns(["image", "target_embeds"]).with_format("torch")
+        self.items_by_name, self.image_processor = items_by_name, image_processor
+        self.original_preprocessing = original_preprocessing
+
+    def __len__(self):
+        return len(self.cache)
+
+    def __getitem__(self, index):
+        row = self.cache[index]
+        image = read_image(self.items_by_name[row["image"]])
+        return {
+            "pixel_values": pixel_values(self.image_processor, [image], self.original_preprocessing)[0],
+            "labels": row["target_embeds"],
+        }
+
+
+# ----- the model card ---------------------------------------------------------------------------------------------
+
+
+def build_model_card(config, hyperparameters: dict, dataset_ids: list[str], license: str, eval_results: dict | None,
+                     num_train_images: int, num_skipped: int) -> ModelCard:
+    """A Hub model card: YAML metadata (library, pipeline, base model, hyper-parameters, results) and a short text."""
+    results = [
+        EvalResult(task_type="zero-shot-image-classification", dataset_type=name, dataset_name=name,
+                   metric_type=metric, metric_name=metric.upper(), metric_value=value)
+        for name, metrics in (eval_results or {}).items() for metric, value in metrics.items()
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="zero-shot-image-classification",
+        base_model=config.clip_model_name_or_path,
+        tags=["exp-clip", "clip", "facial-expression-recognition", "zero-shot", "knowledge-distillation"],
+        license=license,
+        datasets=dataset_ids or None,
+        model_name=None if not results else "Exp-CLIP",
+        eval_results=results or None,
+        hyperparameters=hyperparameters,
+        teacher_model=config.teacher_model_name_or_path,
+    )
+    results_text = ""
+    if eval_results:
+        rows = "\n".join(f"| {name} | {m.get('uar', float('nan')):.2f} | {m.get('war', float('nan')):.2f} |"
+                         for name, m in eval_results.items())
+        results_text = f"\n## Results (zero-shot, %)\n\n| dataset | UAR | WAR |\n| --- | --- | --- |\n{rows}\n"
+    hyper_text = "\n".join(f"- {key}: {value}" for key, value in hyperparameters.items())
+    content = f"""---
+{card_data.to_yaml()}
+---
+
+# Exp-CLIP projection head for `{config.clip_model_name_or_path}`
+
+Zero-shot facial expression recognition by LLM knowledge transfer (Zhao et al., WACV 2025): the frozen CLIP model
+plus one bias-free linear projection ({config.clip_embed_dim} -> {config.projection_dim}) trained to map CLIP image
+embeddings onto the mean-pooled T5-encoder states of `{config.teacher_model_name_or_path}` given the instruction
+"{config.instruction}" (teacher dropout quirk: {config.teacher_dropout}).
+
+```python
+from transformers import pipeline
+classifier = pipeline("zero-shot-image-classification", model="<this repo>", trust_remote_code=True)
+```
+
+## Training
+
+Unlabelled face images: {num_train_images} used, {num_skipped} skipped as unreadable.
+
+{hyper_text}
+{results_text}"""
+    return ModelCard(content)
+
+
+# ----- the run ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExpCLIPTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=argv[0])
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if (data_args.train_dir is None) == (data_args.dataset_name is None):
+        parser.error("give exactly one of --train_dir or --dataset_name")
+
+    training_args.device  # sets up the process group: one rank per process of `accelerate launch`
+    state = PartialState()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity_warning()
+
+    # ----- images: a folder or a `datasets` dataset; labels ignored
+    if data_args.train_dir is not None:
+        items = folder_image_items(data_args.train_dir)
+        source = data_args.train_dir
+    else:
+        dataset = datasets.load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, data_dir=data_args.dataset_data_dir,
+            split=data_args.dataset_split,
+        )
+        source = f"{data_args.dataset_name}[{data_args.dataset_split}]"
+        items = dataset_image_items(dataset, source, data_args.image_column)
+    logger.info("%d candidate training images in %s", len(items), source)
+
+    # ----- cached features: CLIP image embeddings and teacher targets, computed once per image (SPEC §4)
+    settings = FeatureCacheSettings(
+        clip_model_name_or_path=model_args.clip_model_name_or_path,
+        teacher_model_name_or_path=model_args.teacher_model_name_or_path,
+        instruction=model_args.instruction,
+        original_preprocessing=model_args.original_preprocessing,
+        teacher_dropout=model_args.teacher_dropout,
+        seed=training_args.seed,
+        shard_size=data_args.shard_size,
+    )
+    cache, skipped = build_feature_cache(
+        items, settings, data_args.feature_cache_dir, data_args.extraction_batch_size, state,
+        show_progress=not training_args.disable_tqdm,
+    )
+    if skipped:
+        logger.warning("skipped %d unreadable image(s):\n%s", len(skipped), "\n".join(f"  {r}" for r in skipped))
+    logger.info("feature cache: %d images, %s", len(cache), Path(data_args.feature_cache_dir) / settings.fingerprint())
+    if len(cache) < training_args.global_batch_size:
+        logger.error("only %d readable images, fewer than one batch of %d", len(cache), training_args.global_batch_size)
+        return 1
+
+    # ----- model: frozen CLIP + a fresh projection to the teacher's width (PyTorch default init, seeded)
+    set_seed(training_args.seed)
+    teacher_dim = Blip2Config.from_pretrained(model_args.teacher_model_name_or_path).text_config.hidden_size
+    model = ExpCLIPModel.from_clip(
+        model_args.clip_model_name_or_path,
+        projection_dim=teacher_dim,
+        teacher_model_name_or_path=model_args.teacher_model_name_or_path,
+        instruction=model_args.instruction,
+        teacher_dropout=model_args.teacher_dropout,
+    )
+    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path)
+    if model_args.original_preprocessing:  # the saved folder must preprocess as training did (SPEC §7)
+        image_processor = processor.image_processor
+        side = image_processor.crop_size.height or image_processor.size.shortest_edge
+        image_processor.size = {"height": side, "width": side}
+        image_processor.do_center_crop, image_processor.do_normalize = False, False
+        image_processor.resample = 2  # PILImageResampling.BILINEAR
+
+    if model_args.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                          target_modules=r".*vision_model.*\.(q_proj|v_proj)")
+        model.clip = get_peft_model(model.clip, lora)
+        train_dataset = PixelTargetDataset(
+            cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing
+        )
+    else:  # the head reads cached vectors; the target is the Trainer's "labels"
+        train_dataset = cache.select_columns(["clip_image_embeds", "target_embeds"]).rename_column(
+            "target_embeds", "labels"
+        ).with_format("torch")
+
+    # ----- train: the HF Trainer, SGD from TrainingArguments, InfoNCE over all ranks
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we push at the end, with our card
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        compute_loss_func=functools.partial(global_contrastive_loss, scale=model.config.loss_scale),
+    )
+    train_result = trainer.train()
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    # ----- save: a complete Hub model folder and its model card
+    if state.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if model_args.lora_r > 0:
+            model.clip = model.clip.merge_and_unload()  # a plain CLIPModel again, LoRA folded into its weights
+        output_dir = Path(training_args.output_dir)
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        (output_dir / "skipped_images.txt").write_text("".join(f"{reason}\n" for reason in skipped))
+        eval_results = json.loads(Path(data_args.eval_results).read_text()) if data_args.eval_results else None
+        hyperparameters = {
+            "optimizer": f"{getattr(training_args.optim, 'value', training_args.optim)} ({training_args.optim_args})",
+            "learning_rate": training_args.learning_rate,
+            "weight_decay": training_args.weight_decay,
+            "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
+            "global_batch_size": training_args.global_batch_size,
+            "num_train_epochs": training_args.num_train_epochs,
+            "seed": training_args.seed,
+            "loss_scale": model.config.loss_scale,
+            "original_preprocessing": model_args.original_preprocessing,
+            "teacher_dropout": model_args.teacher_dropout,
+            "lora_r": model_args.lora_r,
+            "train_loss": round(train_result.training_loss, 6),
+        }
+        dataset_ids = [data_args.dataset_name] if data_args.dataset_name and "/" in data_args.dataset_name else []
+        card = build_model_card(model.config, hyperparameters, dataset_ids, model_args.license, eval_results,
+                                len(cache), len(skipped))
+        card.save(output_dir / "README.md")
+        logger.info("saved the model and its card to %s", output_dir)
+        if push_to_hub:  # pushed by us, so the Hub gets this card, not the Trainer's generic one
+            from huggingface_hub import create_repo, upload_folder
+
+            repo_id = training_args.hub_model_id or output_dir.name
+            create_repo(repo_id, token=training_args.hub_token, private=training_args.hub_private_repo, exist_ok=True)
+            url = upload_folder(repo_id=repo_id, folder_path=output_dir, token=training_args.hub_token,
+                                commit_message="Exp-CLIP projection head", ignore_patterns=["checkpoint-*"])
+            logger.info("pushed to %s", url)
+    state.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as error:  # bad data given by the user: one line, no traceback
+        print(f"train_expclip: error: {error}", file=sys.stderr)
+        sys.exit(2)
