@@ -61,3 +61,27 @@ def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedP
     return subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2_dir(tmp_path_factory) -> Path:
+    """A tiny BLIP-2 + T5 checkpoint folder (sharded safetensors with index, T5 tokenizer, BLIP image processor)."""
+    from tiny_blip2 import save_tiny_blip2
+
+    return save_tiny_blip2(tmp_path_factory.mktemp("tiny-blip2"))
+
+
+@pytest.fixture(scope="session")
+def face_images_dir(tmp_path_factory) -> Path:
+    """64 generated face-sized images (PNG and JPEG, in a nested folder) plus one zero-byte and one corrupt file."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("faces")
+    (folder / "nested").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        pixels = rng.integers(0, 256, (36 + i % 5, 44, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / ("nested" if i % 2 else ".") / f"face{i:03d}.{'png' if i % 3 else 'jpg'}")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "nested" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    return folder
