@@ -154,7 +154,9 @@ def convert_original_head(
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("EXPCLIP_CACHE") or Path(constants.HF_HOME) / "expclip")
+    # Read at call time, so HF_HOME set after import counts too.
+    hf_home = os.path.expanduser(os.environ.get("HF_HOME") or constants.HF_HOME)
+    return Path(os.environ.get("EXPCLIP_CACHE") or Path(hf_home) / "expclip")
 
 
 def _offline() -> bool:
@@ -193,7 +195,10 @@ def resolve_model(model: str | None = None) -> str:
     folder = _cache_root() / alias
     if _cached_provenance(folder) == (head_url, str(clip_name_or_path)):
         return str(folder)
-    hint = f"pass --model with a local folder (e.g. one written by `expclip convert {head_file} --clip CLIP --output DIR`)"
+    hint = (
+        f"pass --model a local folder instead, e.g. one written by "
+        f"`expclip convert {head_file} --clip {clip_name_or_path} --output DIR`"
+    )
     if _offline():
         raise ModelFetchError(f"{alias}: not in the cache ({folder}) and offline mode is on (HF_HUB_OFFLINE); {hint}")
     print(f"expclip: first use of {alias}: fetching {head_url} and {clip_name_or_path} (cached in {folder})",
@@ -204,7 +209,10 @@ def resolve_model(model: str | None = None) -> str:
         try:
             _download(head_url, head_path)
         except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
+            if isinstance(error, urllib.error.HTTPError):
+                reason = f"HTTP {error.code} {error.reason}"
+            else:
+                reason = _first_line(getattr(error, "reason", None) or error)
             raise ModelFetchError(f"{alias}: could not download the Exp-CLIP head {head_url} ({reason}); {hint}")
         try:
             convert_original_head(head_path, clip_name_or_path, folder, overwrite=True, source=head_url)
