@@ -303,7 +303,7 @@ class ExpCLIPPredictor:
         record = self._record(item, "video", self.classify_clip([frames[i] for i in indices]),
                               frames=clip.num_frames, fps=clip.fps, frame_indices=indices)
         if faces_found is not None:
-            record["frames_with_face"] = sum(faces_found[i] for i in set(indices))
+            record["frames_with_face"] = sum(faces_found[i] for i in indices)  # of the sampled frames
         if timeline_dir is not None:
             probs = self.classify_images([frames[i] for i in timeline_indices])
             stem = Path(timeline_dir) / (Path(item.name).stem if Path(item.name).suffix else Path(item.name).name)

@@ -37,6 +37,17 @@ def test_most_upscaled_lfw_faces_are_found(detector):
     assert found >= 80
 
 
+def test_lfw_non_face_patches_give_almost_no_face(detector):
+    from skimage import data
+
+    patches = data.lfw_subset()[100:]
+    found = sum(
+        bool(detector.detect(np.asarray(Image.fromarray((patch * 255).astype(np.uint8)).convert("RGB").resize((100, 100)))))
+        for patch in patches
+    )
+    assert found <= 5
+
+
 @pytest.mark.parametrize("name", ["coffee", "rocket", "chelsea", "hubble_deep_field"])
 def test_face_free_photos_give_no_face(detector, name):
     from skimage import data

@@ -1,0 +1,181 @@
+"""`expclip predict` and `ExpCLIPPredictor`: results per image, output formats, label and prompt sets, bad options."""
+
+import csv
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_command
+from predict_expclip import ExpCLIPPredictor, load_image, parse_prompts
+
+
+def predict(*args):
+    return run_command(sys.executable, "-m", "cli_expclip", "predict", *args)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_expclip_dir):
+    return ExpCLIPPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2)
+
+
+# ----- Python API ------------------------------------------------------------------------------------------------------
+
+
+def test_api_predicts_a_path_as_one_plain_dict(predictor, photo_dir):
+    result = predictor(str(photo_dir / "astronaut.jpg"))
+    assert set(result) == {"source", "kind", "label", "scores"}
+    assert result["source"] == str(photo_dir / "astronaut.jpg") and result["kind"] == "image"
+    assert list(result["scores"]) == predictor.class_names
+    assert result["label"] == max(result["scores"], key=result["scores"].get)
+    json.dumps(result)  # plain types only
+
+
+def test_api_accepts_a_list_of_path_pil_image_and_array(predictor, photo_dir):
+    image = Image.open(photo_dir / "coffee.jpg")
+    results = predictor([str(photo_dir / "astronaut.jpg"), image, np.asarray(image)])
+    assert [r["source"] for r in results] == [str(photo_dir / "astronaut.jpg"), "<PIL image 1>", "<array 2>"]
+    assert results[1]["scores"] == pytest.approx(results[2]["scores"], abs=1e-6)
+
+
+def test_api_scores_are_the_batched_zero_shot_api_softmax(predictor, photo_dir, tiny_expclip_dir):
+    from transformers import AutoProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
+    model, processor = ExpCLIPModel.from_pretrained(tiny_expclip_dir), AutoProcessor.from_pretrained(tiny_expclip_dir)
+    paths = sorted(photo_dir.iterdir())
+    pixel_values = processor.image_processor(images=[load_image(p) for p in paths], return_tensors="pt")["pixel_values"]
+    expected = model.classify(pixel_values, model.text_classifier(processor.tokenizer)).softmax(-1)
+    got = torch.tensor([[r["scores"][n] for n in predictor.class_names] for r in predictor([str(p) for p in paths])])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_api_bad_input_gives_an_error_dict_not_an_exception(predictor, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    results = predictor([str(tmp_path / "broken.jpg"), str(tmp_path / "absent.png")])
+    assert results == [
+        {"source": str(tmp_path / "broken.jpg"), "kind": "image", "error": f"{tmp_path / 'broken.jpg'}: not an image PIL can read"},
+        {"source": str(tmp_path / "absent.png"), "kind": "error", "error": f"{tmp_path / 'absent.png'}: no such file or directory"},
+    ]
+
+
+def test_api_feeds_the_model_the_exif_rotated_image(predictor, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # orientation: rotate 90 degrees counter-clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "rotated.png", exif=exif)
+    fed = predictor.pixel_values([load_image(tmp_path / "rotated.png")])
+    upright = predictor.pixel_values([Image.fromarray(np.ascontiguousarray(np.rot90(pixels, k=1)))])
+    sideways = predictor.pixel_values([Image.fromarray(pixels)])
+    torch.testing.assert_close(fed, upright)
+    assert not torch.allclose(fed, sideways)
+
+
+def test_api_custom_labels_and_templates_change_the_label_set(tiny_expclip_dir, photo_dir):
+    custom = ExpCLIPPredictor.from_pretrained(
+        str(tiny_expclip_dir), device="cpu", labels=["joy", "calm"], prompts=["a face full of {}.", "{}"])
+    result = custom(str(photo_dir / "astronaut.jpg"))
+    assert list(result["scores"]) == ["joy", "calm"]
+    assert custom.classifier.prompts == [["a face full of joy.", "joy"], ["a face full of calm.", "calm"]]
+
+
+def test_api_refuses_bad_labels_before_loading_anything():
+    with pytest.raises(ValueError, match="duplicate labels: joy"):
+        ExpCLIPPredictor.from_pretrained("/nonexistent/model", labels=["joy", "calm", "joy"])
+
+
+def test_prompts_option_names_a_set_or_lists_templates():
+    assert parse_prompts("type5-original") == "type5-original"
+    assert parse_prompts("a photo of {}. | {} face") == ["a photo of {}.", "{} face"]
+
+
+# ----- command line (issue 2 acceptance) -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_run(photo_dir, tiny_expclip_dir):
+    return predict(photo_dir, "--model", tiny_expclip_dir)
+
+
+def test_folder_of_three_photos_gives_three_table_rows_and_exit_0(folder_run, photo_dir):
+    assert folder_run.returncode == 0, folder_run.stderr
+    lines = folder_run.stdout.splitlines()
+    assert lines[0].split()[:3] == ["item", "label", "happiness"]
+    assert [line.split("  ")[0].strip() for line in lines[1:]] == [
+        str(photo_dir / name) for name in ("astronaut.jpg", "coffee.jpg", "lfw face.png")]
+    assert folder_run.stderr.strip().splitlines()[-1] == "expclip predict: 3 inputs: 3 predictions, 0 failed"
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory, photo_dir, tiny_expclip_dir):
+    folder = tmp_path_factory.mktemp("mixed")
+    (folder / "notes.txt").write_text("not an image")
+    jpeg = (photo_dir / "astronaut.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    output = folder / "results.csv"
+    result = predict(photo_dir, folder / "missing.jpg", folder / "notes.txt", folder / "corrupt.jpg",
+                     "--model", tiny_expclip_dir, "--format", "csv", "--output", output)
+    return result, list(csv.DictReader(io.StringIO(output.read_text(encoding="utf-8"))))
+
+
+def test_bad_items_are_reported_by_name_in_one_line_each(mixed_run):
+    result, _ = mixed_run
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("expclip predict: skipped")]
+    assert len(skipped) == 3
+    assert "missing.jpg: no such file or directory" in skipped[0]
+    assert "notes.txt: not an image PIL can read" in skipped[1]
+    assert "corrupt.jpg: corrupt or truncated image" in skipped[2]
+
+
+def test_bad_items_do_not_stop_the_good_ones_and_exit_is_non_zero(mixed_run):
+    result, rows = mixed_run
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert [row["label"] != "" for row in rows] == [True, True, True, False, False, False]
+    assert result.stderr.strip().splitlines()[-1].startswith("expclip predict: 6 inputs: 3 predictions, 3 failed")
+
+
+def test_csv_output_has_one_column_per_class_and_the_error_column(mixed_run):
+    _, rows = mixed_run
+    assert list(rows[0])[:8] == ["source", "kind", "face", "x", "y", "w", "h", "label"]
+    assert list(rows[0])[8:] == ["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear", "note",
+                                 "error"]
+    assert sum(float(rows[0][name]) for name in list(rows[0])[8:15]) == pytest.approx(1.0, abs=1e-5)
+    assert rows[3]["error"].endswith("missing.jpg: no such file or directory")
+
+
+def test_jsonl_with_custom_labels_and_prompt_set(photo_dir, tiny_expclip_dir):
+    result = predict(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", "--model", tiny_expclip_dir,
+                     "--labels", "joy, calm ,anger", "--prompts", "type5-original", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2 and all(list(r["scores"]) == ["joy", "calm", "anger"] for r in records)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--labels", ""], "the label list is empty"),
+    (["--labels", "joy,calm,joy"], "duplicate labels: joy"),
+    (["--prompts", "a photo of a face"], "has no '{}' for the class name"),
+    (["--faces", "--detector", "yunet"], "--detector yunet needs --detector-model"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_invalid_option_is_refused_before_any_work_with_exit_2(tmp_path, photo_dir, options, message):
+    # The model folder does not exist: refusing the option first proves nothing was loaded.
+    result = predict(photo_dir, "--model", tmp_path / "no-model", "--output", tmp_path / "out.json", *options)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("expclip predict: error: ") and message in line
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_unloadable_model_is_one_line_and_exit_1(tmp_path, photo_dir):
+    (tmp_path / "not-a-model").mkdir()
+    result = predict(photo_dir, "--model", tmp_path / "not-a-model")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"expclip predict: error: cannot load the model '{tmp_path / 'not-a-model'}'")
