@@ -23,6 +23,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 from configuration_expclip import INSTRUCTION
 
 DEFAULT_TEACHER = "Salesforce/blip2-flan-t5-xxl"
+TIED_EMBEDDINGS = "language_model.encoder.embed_tokens.weight"  # T5 ties it to `shared`; checkpoints store one copy
 
 
 class ExpCLIPTeacher(nn.Module):
@@ -76,12 +77,12 @@ class ExpCLIPTeacher(nn.Module):
         instruction_ids = tokenizer(instruction, return_tensors="pt").input_ids[0]  # T5's tokenizer ends it with </s>
         with torch.device("meta"):
             teacher = cls(config, instruction_ids.to("meta"))
-        state_dict = _read_tensors(name_or_path, needed=set(teacher.state_dict()))
-        teacher.load_state_dict(state_dict, strict=True, assign=True)
-        teacher.instruction_ids = instruction_ids.view(1, -1)
-        teacher.to(device=device, dtype=dtype)
-        teacher.qformer.float()  # kept in float32 like transformers' BLIP-2 (`_keep_in_fp32_modules`)
-        teacher.query_tokens.data = teacher.query_tokens.data.float()
+        state_dict = _read_tensors(name_or_path, set(teacher.state_dict()) - {TIED_EMBEDDINGS}, device, dtype)
+        loaded = teacher.load_state_dict(state_dict, strict=False, assign=True)
+        if loaded.unexpected_keys or set(loaded.missing_keys) - {TIED_EMBEDDINGS}:
+            raise KeyError(f"{name_or_path}: teacher tensors not loaded: {loaded.missing_keys or loaded.unexpected_keys}")
+        teacher.language_model.encoder.set_input_embeddings(teacher.language_model.shared)  # T5 ties them
+        teacher.instruction_ids = instruction_ids.view(1, -1).to(device)
         teacher.requires_grad_(False)
         return teacher.train(dropout)  # quirk switch: the original left the teacher in train mode (dropout on)
 
@@ -111,11 +112,10 @@ def load_teacher_image_processor(name_or_path: str = DEFAULT_TEACHER):
     return AutoImageProcessor.from_pretrained(name_or_path)
 
 
-def _read_tensors(name_or_path: str, needed: set[str]) -> dict[str, torch.Tensor]:
-    """The `needed` tensors from a checkpoint's safetensors, opening only the shards that hold them.
-
-    T5's `encoder.embed_tokens` is tied to `shared`; checkpoints store it once, so it is filled from `shared`."""
-    tied = {"language_model.encoder.embed_tokens.weight": "language_model.shared.weight"}
+def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The `needed` tensors from a checkpoint's safetensors, opening only the shards that hold them, each cast and
+    moved on its own (peak host memory: one tensor). The Q-Former and query tokens stay float32, as in transformers'
+    BLIP-2 (`_keep_in_fp32_modules`)."""
     index_file = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False)
     if index_file is not None:
         weight_map = json.loads(Path(index_file).read_text())["weight_map"]
@@ -125,18 +125,16 @@ def _read_tensors(name_or_path: str, needed: set[str]) -> dict[str, torch.Tensor
             raise FileNotFoundError(f"{name_or_path}: no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} (safetensors only)")
         with safe_open(single, framework="pt") as f:
             weight_map = {key: SAFE_WEIGHTS_NAME for key in f.keys()}
-    wanted = {key for key in needed if key in weight_map}
-    missing = {key for key in needed - wanted if tied.get(key) not in weight_map}
+    missing = needed - set(weight_map)
     if missing:
         raise KeyError(f"{name_or_path}: checkpoint lacks {len(missing)} teacher tensors, e.g. {sorted(missing)[:3]}")
     by_shard: dict[str, list[str]] = {}
-    for key in sorted(wanted):
+    for key in sorted(needed):
         by_shard.setdefault(weight_map[key], []).append(key)
     tensors = {}
     for shard, keys in by_shard.items():  # shards holding only decoder/LM-head tensors are never downloaded or opened
         with safe_open(cached_file(name_or_path, shard), framework="pt") as f:
-            tensors.update({key: f.get_tensor(key) for key in keys})
-    for key, source in tied.items():
-        if key in needed and key not in tensors:
-            tensors[key] = tensors[source]
-    return {key: tensors[key] for key in needed}
+            for key in keys:
+                keep_fp32 = key.startswith(("qformer.", "query_tokens"))
+                tensors[key] = f.get_tensor(key).to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
+    return tensors
