@@ -70,7 +70,8 @@ class BenchmarkPixels:
 
         return load_image(path)
 
-    def load_clip(self, item):
+    def frame_paths(self, item) -> list[Path]:
+        """The clip's `num_segments` frames: SPEC §5 test sampling over the frame count its list gives."""
         from modeling_expclip import sample_segment_indices
         from predict_expclip import InputError
 
@@ -81,9 +82,12 @@ class BenchmarkPixels:
         claimed = item["num_frames"] or len(frames)
         if len(frames) < claimed or not frames:
             raise InputError(f"{folder}: {len(frames)} frames, its list claims {claimed}")
-        indices = sample_segment_indices(claimed, self.num_segments, self.short_clip)
-        decoded = {i: self.load(frames[i]) for i in sorted(set(indices))}  # short clips repeat frames: decode once
-        return [decoded[i] for i in indices]
+        return [frames[i] for i in sample_segment_indices(claimed, self.num_segments, self.short_clip)]
+
+    def load_clip(self, item):
+        paths = self.frame_paths(item)
+        decoded = {path: self.load(path) for path in dict.fromkeys(paths)}  # short clips repeat frames: decode once
+        return [decoded[path] for path in paths]
 
 
 def collate(batch):
@@ -321,13 +325,12 @@ def evaluate_benchmark(args) -> dict:
     run_dir = output / benchmark.name
     rows = []
     for use_projection in [True] + ([False] if args.baseline_clip else []):
-        image_embeds = model.project(clip_embeds, use_projection)
         for prompts in prompt_sets:
             overrides = ORIGINAL_PROMPT_OVERRIDES if prompts == "type5-original" else {}
             classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts, overrides,
                                                ensemble, use_projection)
             with torch.inference_mode():
-                logits = model.zero_shot_logits(image_embeds, classifier)
+                logits = model.zero_shot_logits(model.project(clip_embeds, use_projection), classifier)
             predictions = logits.argmax(-1).tolist()
             label = f"{HEADS[use_projection]} {model_name if use_projection else clip_name}"
             row = {"model": label, "head": HEADS[use_projection], "use_projection": use_projection,

@@ -124,7 +124,7 @@ def make_ferplus(root: Path):
         csv.writer(f).writerows([["emotion", "pixels", "Usage"], *old_rows])
     with open(source / "fer2013new.csv", "w", newline="") as f:
         csv.writer(f).writerows([["Usage", "Image name", *FERPLUS_VOTE_COLUMNS], *new_rows])
-    return source, expected, 5
+    return source, expected, 4
 
 
 DFEW_NAMES = {1: "happiness", 2: "sadness", 3: "neutral", 4: "anger", 5: "surprise", 6: "disgust", 7: "fear"}

@@ -1,0 +1,257 @@
+"""`expclip evaluate` with the tiny Exp-CLIP model on prepared fake releases: the prompt study rows, UAR/WAR against
+a hand computation from the stored predictions, fold means, the plain-CLIP baseline, confusion PNGs, the results
+table, the model card's model-index, 16-frame sampling and excluded items. Two real CLI runs (an image set and a
+video set) are shared by the tests through module-scoped fixtures."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import run_command
+from PIL import Image
+
+import fake_releases as fake
+from expclip_eval.prepare import prepare
+
+BENCHMARK_COLUMNS = "| model | RAF-DB | AffectNet-7 | AffectNet-8 | FERPlus | DFEW | FERV39k | MAFW | AFEW |"
+
+
+def evaluate_command(*args):
+    return run_command(sys.executable, "-m", "cli_expclip", "evaluate", *args)
+
+
+def hand_scores(predictions, labels):
+    """WAR = share of correct predictions; UAR = mean over the classes present of each class's recall (in %)."""
+    predictions, labels = np.array(predictions), np.array(labels)
+    recalls = [np.mean(predictions[labels == c] == c) for c in sorted(set(labels.tolist()))]
+    return 100 * float(np.mean(recalls)), 100 * float(np.mean(predictions == labels))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_expclip_dir):
+    """A private copy of the tiny model: --update-card writes its README.md."""
+    return Path(shutil.copytree(tiny_expclip_dir, tmp_path_factory.mktemp("model") / "tiny-expclip"))
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("rafdb")
+    source, _ = fake.make_rafdb(root)
+    prepare("raf-db", source, root / "prepared")
+    output = root / "results"
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", root / "prepared",
+                              "--prompts", "all", "--baseline-clip", "--update-card", "--output", output)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((output / "raf-db" / "results.json").read_text()), output, root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory, model_dir):
+    """DFEW (5 folds) plus three bad clips: fewer frames than listed, an unreadable frame, a label outside 0..6."""
+    root = tmp_path_factory.mktemp("dfew")
+    source, _, _ = fake.make_dfew(root)
+    prepare("dfew", source, root / "prepared")
+    dataset = datasets.load_from_disk(str(root / "prepared")).cast_column("label", datasets.Value("int64"))
+    short = root / "bad" / "short"
+    fake.write_clip(short, 3, 1)
+    corrupt = root / "bad" / "corrupt"
+    fake.write_clip(corrupt, 4, 2)
+    (corrupt / "00003.jpg").write_bytes(b"not a jpeg")
+    fine = root / "bad" / "fine"
+    fake.write_clip(fine, 4, 3)
+    for clip_id, folder, frames, label in [("short", short, 10, 0), ("corrupt", corrupt, 4, 1), ("label", fine, 4, 12)]:
+        dataset = dataset.add_item({"id": clip_id, "path": str(folder), "num_frames": frames, "label": label,
+                                    "fold": 1})
+    dataset.save_to_disk(str(root / "with-bad"))
+    shutil.copy(root / "prepared" / "expclip_prepare.json", root / "with-bad")
+    output = root / "results"
+    result = evaluate_command("--model", model_dir, "--benchmark", "dfew", "--data", root / "with-bad",
+                              "--output", output, "--batch-size", "8")
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((output / "dfew" / "results.json").read_text()), root
+
+
+def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
+    _, results, _, _ = image_run
+    assert [r["prompts"] for r in results["rows"] if r["head"] == "Exp-CLIP"] == [f"type{k}" for k in range(1, 6)]
+
+
+def test_baseline_clip_adds_plain_clip_rows_in_the_same_run(image_run):
+    _, results, _, _ = image_run
+    baseline = [r for r in results["rows"] if r["head"] == "CLIP"]
+    assert [r["prompts"] for r in baseline] == [f"type{k}" for k in range(1, 6)]
+    assert all(r["use_projection"] is False for r in baseline)
+
+
+def test_baseline_clip_predictions_are_plain_clip_zero_shot(image_run, tiny_clip_dir):
+    """The type3 baseline row predicts what CLIPModel itself predicts with type3 prompts (no head at all)."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    _, results, _, prepared = image_run
+    clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    processor = CLIPProcessor.from_pretrained(tiny_clip_dir)
+    dataset = datasets.load_from_disk(str(prepared))
+    prompts = [f"a photo of a face with an expression of {c}." for c in results["class_names"]]
+    images = [Image.open(row["path"]).convert("RGB") for row in dataset]
+    with torch.no_grad():
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        expected = clip(**inputs).logits_per_image.argmax(-1).tolist()
+    row = next(r for r in results["rows"] if r["head"] == "CLIP" and r["prompts"] == "type3")
+    assert row["predictions"] == expected
+
+
+def test_uar_and_war_equal_a_hand_computation_from_the_stored_predictions(image_run):
+    _, results, _, _ = image_run
+    labels = [item["label"] for item in results["items"]]
+    for row in results["rows"]:
+        uar, war = hand_scores(row["predictions"], labels)
+        assert row["uar"] == pytest.approx(uar) and row["war"] == pytest.approx(war)
+
+
+def test_per_class_recall_is_stored_for_every_class(image_run):
+    _, results, _, _ = image_run
+    labels = np.array([item["label"] for item in results["items"]])
+    row = results["rows"][0]
+    predictions = np.array(row["predictions"])
+    expected = [100 * float(np.mean(predictions[labels == c] == c)) for c in range(7)]
+    assert row["per_class_recall"] == pytest.approx(expected)
+
+
+def test_fold_benchmarks_report_the_mean_of_the_per_fold_scores(video_run):
+    _, results, _ = video_run
+    row = results["rows"][0]
+    folds = np.array([item["fold"] for item in results["items"]])
+    labels = np.array([item["label"] for item in results["items"]])
+    predictions = np.array(row["predictions"])
+    per_fold = [hand_scores(predictions[folds == k], labels[folds == k]) for k in range(1, 6)]
+    assert sorted(row["folds"]) == ["1", "2", "3", "4", "5"]
+    for k, (uar, war) in enumerate(per_fold, 1):
+        assert row["folds"][str(k)]["uar"] == pytest.approx(uar)
+        assert row["folds"][str(k)]["war"] == pytest.approx(war)
+    assert row["uar"] == pytest.approx(np.mean([u for u, _ in per_fold]))
+    assert row["war"] == pytest.approx(np.mean([w for _, w in per_fold]))
+
+
+def test_bad_clips_are_excluded_counted_and_named(video_run):
+    result, results, root = video_run
+    reasons = {entry["id"]: entry["reason"] for entry in results["excluded"]}
+    assert reasons == {
+        "short": f"{root}/bad/short: 3 frames, its list claims 10",
+        "corrupt": f"{root}/bad/corrupt/00003.jpg: not an image PIL can read",
+        "label": "label: label 12 is outside the 7 classes",
+    }
+    assert results["num_excluded"] == 3 and results["num_evaluated"] == 35 == len(results["items"])
+    for reason in reasons.values():
+        assert f"excluded: {reason}" in result.stderr
+    assert "3 of 38 items excluded (listed in results.json)" in result.stderr
+
+
+def test_confusion_matrix_png_opens_with_pil(image_run, video_run):
+    for _, results, *_ in (image_run, video_run):
+        for row in results["rows"]:
+            with Image.open(row["confusion_matrix_png"]) as image:
+                image.verify()
+            assert sum(map(sum, row["confusion_matrix"])) == results["num_evaluated"]
+
+
+def test_results_table_has_the_papers_columns_and_a_row_per_model_and_prompt_set(image_run, video_run):
+    _, _, output, _ = image_run
+    lines = (output / "results.md").read_text().splitlines()
+    assert lines[2] == BENCHMARK_COLUMNS
+    measured = lines[4: lines.index("", 4)]
+    assert len(measured) == 10
+    assert measured[0].startswith("| CLIP tiny-clip") and "(type1) | " in measured[0]
+    assert measured[5].startswith("| Exp-CLIP tiny-expclip (type1) | ")
+    assert "| Exp-CLIP L/14 | 58.70/65.37 | 44.27/44.27 | 38.44/38.43 | 48.28/55.42 | 40.16/47.09 | 27.45/31.07 | " \
+           "23.95/26.98 | 38.72/40.42 |" in lines
+
+
+def test_update_card_writes_a_model_index_that_round_trips(image_run, model_dir):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    _, results, _, _ = image_run
+    row = next(r for r in results["rows"] if r["head"] == "Exp-CLIP" and r["prompts"] == "type3")
+    card = ModelCard.load(model_dir / "README.md")
+    name, eval_results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert name == "tiny-expclip"
+    scores = {(r.dataset_type, r.metric_type, r.metric_name): r.metric_value for r in eval_results}
+    assert scores == {("raf-db", "recall", "UAR"): round(row["uar"], 2), ("raf-db", "accuracy", "WAR"): round(row["war"], 2)}
+    assert {r.task_type for r in eval_results} == {"zero-shot-image-classification"}
+
+
+def test_sixteen_frame_indices_for_clip_lengths_5_16_17_144(tmp_path):
+    from expclip_eval.evaluate import BenchmarkPixels
+
+    def spec(num_frames):  # SPEC §5: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16
+        tick = num_frames / 16
+        return [int(tick / 2 + tick * k) for k in range(16)]
+
+    rows = []
+    for length in (5, 16, 17, 144):
+        folder = tmp_path / f"clip{length}"
+        folder.mkdir()
+        for index in range(length):
+            (folder / f"{index:05d}.jpg").touch()
+        rows.append({"id": str(length), "path": str(folder), "num_frames": length, "label": 0})
+    for short_clip in ("even", "first_frame"):
+        pixels = BenchmarkPixels(rows, None, 7, video=True, short_clip=short_clip)
+        for row in rows:
+            picked = [int(path.stem) for path in pixels.frame_paths(row)]
+            quirk = short_clip == "first_frame" and row["num_frames"] <= 16
+            assert picked == ([0] * 16 if quirk else spec(row["num_frames"])), (short_clip, row["num_frames"])
+    assert spec(144)[:3] == [4, 13, 22] and spec(5)[:4] == [0, 0, 0, 1]
+
+
+def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_expclip_dir):
+    """One CLIP pass serves every row: head(mean of frame features) == mean of head(frame features) (SPEC §2)."""
+    from transformers import AutoProcessor
+
+    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings, collate
+    from modeling_expclip import ExpCLIPModel
+
+    model = ExpCLIPModel.from_pretrained(tiny_expclip_dir)
+    processor = AutoProcessor.from_pretrained(tiny_expclip_dir)
+    rows = []
+    for k, length in enumerate((5, 20)):
+        fake.write_clip(tmp_path / f"clip{k}", length, k)
+        rows.append({"id": str(k), "path": str(tmp_path / f"clip{k}"), "num_frames": length, "label": k})
+    pixels = BenchmarkPixels(rows, processor.image_processor, 7, video=True)
+    loader = torch.utils.data.DataLoader(pixels, batch_size=2, collate_fn=collate)
+    _, clip_embeds, excluded = clip_embeddings(model, loader, video=True)
+    clips = torch.stack([pixels[i][1] for i in range(2)])
+    for use_projection in (True, False):
+        classifier = model.text_classifier(processor.tokenizer, prompt_templates="type4", use_projection=use_projection)
+        with torch.inference_mode():
+            cached = model.zero_shot_logits(model.project(clip_embeds, use_projection), classifier)
+        direct = model.classify(clips, classifier, use_projection=use_projection)
+        torch.testing.assert_close(cached, direct, atol=1e-4, rtol=1e-4)
+    assert excluded == []
+
+
+def test_missing_data_folder_is_a_one_line_error(tmp_path, model_dir):
+    result = evaluate_command("--model", model_dir, "--benchmark", "afew", "--data", tmp_path / "nowhere")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"expclip evaluate: error: {tmp_path}/nowhere: no such data folder "
+                                     "(make it with `expclip prepare --benchmark afew`)")
+
+
+def test_unknown_benchmark_is_a_one_line_error(tmp_path, model_dir):
+    result = evaluate_command("--model", model_dir, "--benchmark", "ck+", "--data", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("expclip evaluate: error: unknown benchmark 'ck+'; known: raf-db,")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_data_prepared_for_another_benchmark_is_refused(image_run):
+    from expclip_eval.benchmarks import get_benchmark
+    from expclip_eval.evaluate import EvaluateError, load_prepared
+
+    _, _, _, prepared = image_run
+    with pytest.raises(EvaluateError, match="prepared for raf-db, not affectnet-7"):
+        load_prepared(prepared, get_benchmark("affectnet-7"))
