@@ -88,7 +88,7 @@ class DataArguments:
     extraction_batch_size: int = field(default=64, metadata={"help": "Images per forward pass when extracting."})
     eval_results: str | None = field(
         default=None,
-        metadata={"help": "JSON {dataset: {uar: .., war: ..}} (percent) for the model card's results section."},
+        metadata={"help": "`expclip evaluate` output (a results.json or its folder): the model card's results."},
     )
 
 
@@ -166,14 +166,37 @@ class PixelTargetDataset(torch.utils.data.Dataset):
 # ----- the model card ---------------------------------------------------------------------------------------------
 
 
-def build_model_card(config, hyperparameters: dict, dataset_ids: list[str], license: str, eval_results: dict | None,
-                     num_train_images: int, num_skipped: int) -> ModelCard:
-    """A Hub model card: YAML metadata (library, pipeline, base model, hyper-parameters, results) and a short text."""
-    results = [
-        EvalResult(task_type="zero-shot-image-classification", dataset_type=name, dataset_name=name,
-                   metric_type=metric, metric_name=metric.upper(), metric_value=value)
-        for name, metrics in (eval_results or {}).items() for metric, value in metrics.items()
-    ]
+def read_eval_results(path: str | Path) -> list[dict]:
+    """The Exp-CLIP rows (head on) of `expclip evaluate` results: a results.json, or its output folder of them."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("*/results.json"))
+    if not files:
+        raise InputError(f"{path}: no results.json from `expclip evaluate` found")
+    rows = []
+    for file in files:
+        results = json.loads(file.read_text(encoding="utf-8"))
+        for row in results["rows"]:
+            if row.get("use_projection", True):
+                rows.append({"benchmark": results["benchmark"], "title": results.get("title", results["benchmark"]),
+                             "split": results.get("split"), "prompts": row.get("prompts"),
+                             "uar": row["uar"], "war": row["war"]})
+    return rows
+
+
+def build_model_card(config, model_name: str, hyperparameters: dict, dataset_ids: list[str], license: str,
+                     eval_rows: list[dict], num_train_images: int, num_skipped: int) -> ModelCard:
+    """A Hub model card: YAML metadata (library, pipeline, base model, hyper-parameters, model-index results when
+    evaluation results exist) and a short text."""
+    results = []
+    for row in eval_rows:
+        common = dict(task_type="zero-shot-image-classification", task_name="Zero-shot facial expression recognition",
+                      dataset_type=row["benchmark"], dataset_name=row["title"], dataset_split=row["split"])
+        results += [
+            EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(row["uar"], 2),
+                       metric_args={"average": "macro", "prompts": row["prompts"]}, **common),
+            EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(row["war"], 2),
+                       metric_args={"prompts": row["prompts"]}, **common),
+        ]
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="zero-shot-image-classification",
@@ -181,36 +204,40 @@ def build_model_card(config, hyperparameters: dict, dataset_ids: list[str], lice
         tags=["exp-clip", "clip", "facial-expression-recognition", "zero-shot", "knowledge-distillation"],
         license=license,
         datasets=dataset_ids or None,
-        model_name=None if not results else "Exp-CLIP",
+        model_name=model_name,
         eval_results=results or None,
         hyperparameters=hyperparameters,
         teacher_model=config.teacher_model_name_or_path,
     )
     results_text = ""
-    if eval_results:
-        rows = "\n".join(f"| {name} | {m.get('uar', float('nan')):.2f} | {m.get('war', float('nan')):.2f} |"
-                         for name, m in eval_results.items())
-        results_text = f"\n## Results (zero-shot, %)\n\n| dataset | UAR | WAR |\n| --- | --- | --- |\n{rows}\n"
+    if eval_rows:
+        table = "\n".join(f"| {r['title']} | {r['prompts']} | {r['uar']:.2f} | {r['war']:.2f} |" for r in eval_rows)
+        results_text = f"\n## Results (zero-shot, %)\n\n| dataset | prompts | UAR | WAR |\n| --- | --- | --- | --- |\n{table}\n"
     hyper_text = "\n".join(f"- {key}: {value}" for key, value in hyperparameters.items())
     content = f"""---
 {card_data.to_yaml()}
 ---
 
-# Exp-CLIP projection head for `{config.clip_model_name_or_path}`
+# {model_name}
 
-Zero-shot facial expression recognition by LLM knowledge transfer (Zhao et al., WACV 2025): the frozen CLIP model
-plus one bias-free linear projection ({config.clip_embed_dim} -> {config.projection_dim}) trained to map CLIP image
-embeddings onto the mean-pooled T5-encoder states of `{config.teacher_model_name_or_path}` given the instruction
-"{config.instruction}" (teacher dropout quirk: {config.teacher_dropout}).
+Exp-CLIP (Zhao et al., "Enhancing Zero-Shot Facial Expression Recognition by LLM Knowledge Transfer", WACV 2025):
+the frozen CLIP model `{config.clip_model_name_or_path}` plus one bias-free linear projection
+({config.clip_embed_dim} -> {config.projection_dim}), trained on unlabelled faces to map CLIP image embeddings onto
+the mean-pooled T5-encoder states of the teacher `{config.teacher_model_name_or_path}` given the instruction
+"{config.instruction}". Zero-shot: score any label set with prompts such as "a photo of a face with an expression of
+happiness.".
 
 ```python
 from transformers import pipeline
+
 classifier = pipeline("zero-shot-image-classification", model="<this repo>", trust_remote_code=True)
+classifier("face.jpg", candidate_labels=["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear"])
 ```
 
 ## Training
 
-Unlabelled face images: {num_train_images} used, {num_skipped} skipped as unreadable.
+Unlabelled face images: {num_train_images} used, {num_skipped} skipped as unreadable. Teacher dropout quirk:
+{config.teacher_dropout}.
 
 {hyper_text}
 {results_text}"""
@@ -229,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if (data_args.train_dir is None) == (data_args.dataset_name is None):
         parser.error("give exactly one of --train_dir or --dataset_name")
+    eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()
@@ -323,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
         (output_dir / "skipped_images.txt").write_text("".join(f"{reason}\n" for reason in skipped))
-        eval_results = json.loads(Path(data_args.eval_results).read_text()) if data_args.eval_results else None
         hyperparameters = {
             "optimizer": f"{getattr(training_args.optim, 'value', training_args.optim)} ({training_args.optim_args})",
             "learning_rate": training_args.learning_rate,
@@ -339,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             "train_loss": round(train_result.training_loss, 6),
         }
         dataset_ids = [data_args.dataset_name] if data_args.dataset_name and "/" in data_args.dataset_name else []
-        card = build_model_card(model.config, hyperparameters, dataset_ids, model_args.license, eval_results,
-                                len(cache), len(skipped))
+        model_name = training_args.hub_model_id or f"Exp-CLIP ({Path(model_args.clip_model_name_or_path).name})"
+        card = build_model_card(model.config, model_name, hyperparameters, dataset_ids, model_args.license,
+                                eval_rows, len(cache), len(skipped))
         card.save(output_dir / "README.md")
         logger.info("saved the model and its card to %s", output_dir)
         if push_to_hub:  # pushed by us, so the Hub gets this card, not the Trainer's generic one
