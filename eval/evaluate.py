@@ -58,11 +58,19 @@ class BenchmarkPixels:
         try:
             if not 0 <= item["label"] < self.num_classes:
                 raise InputError(f"{item['id']}: label {item['label']} is outside the {self.num_classes} classes")
-            images = self.load_clip(item) if self.video else [self.load(item["path"])]
+            images = self.load_clip(item) if self.video else [self.load_face(item)]
             pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
             return index, pixel_values if self.video else pixel_values[0], None
         except InputError as error:
             return index, None, str(error).splitlines()[0]
+
+    def load_face(self, item):
+        image = self.load(item["path"])
+        box = item.get("box") or []
+        if len(box) == 4:  # AffectNet: the release's face box (x, y, width, height)
+            x, y, width, height = box
+            image = image.crop((x, y, x + width, y + height))
+        return image
 
     @staticmethod
     def load(path):
@@ -257,14 +265,18 @@ def update_model_card(model_dir: Path, model_name: str, benchmark, row: dict) ->
 # ----- the command ---------------------------------------------------------------------------------------------------
 
 
-def resolve_model_path(model: str) -> str:
-    if Path(model).expanduser().is_dir():
+def resolve_model_path(model: str | None) -> str:
+    """A local folder as it is; None or an alias (expclip-l14, expclip-b16, expclip-b32) via the converter's cache."""
+    if model is not None and Path(model).expanduser().is_dir():
         return str(Path(model).expanduser())
-    try:  # aliases and Hub ids are resolved by the converter
-        from convert_expclip_original import resolve_model
+    try:
+        from convert_expclip_original import ModelFetchError, resolve_model
     except ImportError:
         raise EvaluateError(f"{model}: no such model folder")
-    return resolve_model(model)
+    try:
+        return resolve_model(model)
+    except ModelFetchError as error:
+        raise EvaluateError(str(error).splitlines()[0])
 
 
 def load_prepared(data: Path, benchmark):
@@ -296,6 +308,8 @@ def evaluate_benchmark(args) -> dict:
     data = Path(args.data).expanduser()
     dataset, metadata = load_prepared(data, benchmark)
     model_path = resolve_model_path(args.model)
+    if args.update_card and not Path(model_path).is_dir():
+        raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
     try:
         model = ExpCLIPModel.from_pretrained(model_path)
         processor = AutoProcessor.from_pretrained(model_path)
@@ -384,7 +398,8 @@ def evaluate_benchmark(args) -> dict:
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, help="an Exp-CLIP model folder (or a name the converter resolves)")
+    parser.add_argument("--model", help="an Exp-CLIP model folder, or expclip-l14 (default), expclip-b16, expclip-b32: "
+                        "the authors' heads, converted and cached on first use")
     parser.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
     parser.add_argument("--data", required=True, help="the folder `expclip prepare` wrote")
     parser.add_argument("--prompts", nargs="+", default=["type3"], choices=[*PROMPT_SETS, "all"],

@@ -11,6 +11,7 @@ One reader per release reads that release's own label files; every label is mapp
     num_frames  clips: frames in the folder (or the count the release's list claims); images: 0
     label       canonical class index (`ClassLabel` over the benchmark's classes)
     fold        DFEW/MAFW: the fold (1-5) whose test set holds the clip; 0 for single-split benchmarks
+    box         AffectNet: the release's face box [x, y, width, height], cropped at evaluation; otherwise []
 
 and `expclip_prepare.json` (sizes, label counts, SPEC §5 mismatches, excluded and skipped items). Items the
 protocol leaves out (AffectNet's contempt for AffectNet-7, FERPlus images whose vote has no majority) are counted
@@ -76,13 +77,13 @@ class Prepared:
     excluded: list = field(default_factory=list)  # {"item": file/row, "reason": one line}
     skipped: Counter = field(default_factory=Counter)  # protocol reason -> count
 
-    def add(self, benchmark, item_id, path, class_name, fold=0, num_frames=0):
+    def add(self, benchmark, item_id, path, class_name, fold=0, num_frames=0, box=()):
         if class_name not in benchmark.class_names:
             self.skipped[f"{class_name} (not one of the {benchmark.num_classes} {benchmark.title} classes)"] += 1
             return
         self.items.append(
             {"id": str(item_id), "path": str(path), "num_frames": int(num_frames),
-             "label": benchmark.class_names.index(class_name), "fold": int(fold)}
+             "label": benchmark.class_names.index(class_name), "fold": int(fold), "box": list(box)}
         )
 
     def exclude(self, where, reason):
@@ -154,9 +155,10 @@ def read_rafdb(source: Path, benchmark, output: Path) -> Prepared:
 
 def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
     """AffectNet validation set: Manually_Annotated_file_lists/validation.csv (image path in column 1, `expression`
-    in column 7) + Manually_Annotated_Images/, or the later release's val_set/images/N.jpg + annotations/N_exp.npy."""
+    in column 7) + Manually_Annotated_Images/, or the later release's val_set/images/N.jpg + annotations/N_exp.npy.
+    The CSV's face box (columns 2-5) is kept: those images are uncropped photos and the paper evaluated face crops."""
     prepared = Prepared()
-    entries = []  # (where, image path, code text)
+    entries = []  # (where, image path, code text, face box)
     npy_dir = source / "val_set" / "annotations"
     if npy_dir.is_dir() and not (source / "Manually_Annotated_file_lists").is_dir():
         for npy in sorted(npy_dir.glob("*_exp.npy")):
@@ -166,7 +168,7 @@ def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
             except (ValueError, OSError) as error:
                 prepared.exclude(npy, f"unreadable annotation ({str(error).splitlines()[0]})")
                 continue
-            entries.append((npy, source / "val_set" / "images" / f"{number}.jpg", code))
+            entries.append((npy, source / "val_set" / "images" / f"{number}.jpg", code, ()))  # already face crops
     else:
         csv_file = find_path(source, ["Manually_Annotated_file_lists/validation.csv", "validation.csv"],
                              "AffectNet validation list")
@@ -176,11 +178,12 @@ def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
             if not row or row[0] == "subDirectory_filePath":  # the header, when the file has one
                 continue
             where = f"{csv_file}:{row_number}"
-            if len(row) < 7:
-                prepared.exclude(where, f"expected at least 7 columns, got {len(row)}")
+            if len(row) < 7 or not all(cell.isdigit() for cell in row[1:5]):
+                prepared.exclude(where, f"expected 'PATH,X,Y,WIDTH,HEIGHT,LANDMARKS,EXPRESSION,...', got {len(row)} "
+                                 "columns")
                 continue
-            entries.append((where, image_root / row[0], row[6]))
-    for where, image, code in entries:
+            entries.append((where, image_root / row[0], row[6], [int(cell) for cell in row[1:5]]))
+    for where, image, code, box in entries:
         code = code.strip()
         if code.lstrip("-").isdigit() and int(code) in AFFECTNET_NOT_EXPRESSIONS:
             prepared.skipped[f"AffectNet code {code} ({AFFECTNET_NOT_EXPRESSIONS[int(code)]}): not an expression"] += 1
@@ -191,7 +194,7 @@ def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
         if not image.is_file():
             prepared.exclude(where, f"no image {image}")
             continue
-        prepared.add(benchmark, image.name, image.resolve(), AFFECTNET_LABELS[int(code)])
+        prepared.add(benchmark, image.name, image.resolve(), AFFECTNET_LABELS[int(code)], box=box)
     return prepared
 
 
@@ -425,6 +428,7 @@ def prepare(benchmark_name: str, source, output, annotation=None, strict: bool =
             "num_frames": datasets.Value("int32"),
             "label": datasets.ClassLabel(names=benchmark.class_names),
             "fold": datasets.Value("int32"),
+            "box": datasets.Sequence(datasets.Value("int32")),
         }
     )
     dataset = datasets.Dataset.from_list(prepared.items, features=features)

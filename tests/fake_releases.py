@@ -63,7 +63,7 @@ def make_affectnet_csv(root: Path, per_class: int = 2):
             number += 1
             relative = f"{number % 3 + 1}/{number:04d}abc.jpg"
             write_image(source / "Manually_Annotated_Images" / relative, number)
-            rows.append([relative, 10, 10, 200, 200, "1;2;3", code, 0.1, -0.2])
+            rows.append([relative, 2, 3, 20, 24, "1;2;3", code, 0.1, -0.2])  # face box x, y, width, height
             if code in AFFECTNET_NAMES:
                 expected[Path(relative).name] = AFFECTNET_NAMES[code]
     (source / "Manually_Annotated_file_lists").mkdir(parents=True)

@@ -66,7 +66,7 @@ def video_run(tmp_path_factory, model_dir):
     fake.write_clip(fine, 4, 3)
     for clip_id, folder, frames, label in [("short", short, 10, 0), ("corrupt", corrupt, 4, 1), ("label", fine, 4, 12)]:
         dataset = dataset.add_item({"id": clip_id, "path": str(folder), "num_frames": frames, "label": label,
-                                    "fold": 1})
+                                    "fold": 1, "box": []})
     dataset.save_to_disk(str(root / "with-bad"))
     shutil.copy(root / "prepared" / "expclip_prepare.json", root / "with-bad")
     output = root / "results"
@@ -232,6 +232,21 @@ def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_e
         direct = model.classify(clips, classifier, use_projection=use_projection)
         torch.testing.assert_close(cached, direct, atol=1e-4, rtol=1e-4)
     assert excluded == []
+
+
+def test_face_box_is_cropped_before_the_image_processor(tmp_path, tiny_expclip_dir):
+    from transformers import AutoProcessor
+
+    from expclip_eval.evaluate import BenchmarkPixels
+
+    processor = AutoProcessor.from_pretrained(tiny_expclip_dir).image_processor
+    fake.write_image(tmp_path / "photo.jpg", 0, size=64)
+    row = {"id": "photo.jpg", "path": str(tmp_path / "photo.jpg"), "num_frames": 0, "label": 0, "box": [8, 4, 30, 40]}
+    _, pixel_values, reason = BenchmarkPixels([row], processor, 7, video=False)[0]
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        expected = processor(images=[photo.convert("RGB").crop((8, 4, 38, 44))], return_tensors="pt")["pixel_values"]
+    assert reason is None
+    torch.testing.assert_close(pixel_values, expected[0])
 
 
 def test_missing_data_folder_is_a_one_line_error(tmp_path, model_dir):

@@ -111,6 +111,13 @@ def test_affectnet7_skips_contempt_and_non_expressions(prepared):
     assert any("contempt" in reason for reason in metadata["skipped"])
 
 
+def test_affectnet_csv_keeps_its_face_box_and_the_cropped_release_has_none(prepared):
+    _, dataset, _, _ = prepared["affectnet-8"]
+    assert {tuple(row["box"]) for row in dataset} == {(2, 3, 20, 24)}
+    _, dataset, _, _ = prepared["affectnet-npy"]
+    assert {tuple(row["box"]) for row in dataset} == {()}
+
+
 def test_affectnet8_keeps_contempt(prepared):
     _, dataset, _, _ = prepared["affectnet-8"]
     assert "contempt" in set(labels_by_id(dataset).values())
