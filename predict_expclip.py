@@ -249,31 +249,31 @@ class ExpCLIPPredictor:
 
     # ----- images ---------------------------------------------------------------------------------------------------
 
-    def _predict_images(self, items: list[Item], faces: bool) -> list[tuple[Item, Image.Image | None, list[dict]]]:
+    def _read_image(self, item: Item, faces: bool) -> tuple[Image.Image, list]:
+        """Decode one image and find its faces (all of it without `faces`); raises on a bad input."""
+        start = time.perf_counter()
+        try:
+            image = load_image(item.source)
+        finally:
+            self.timings["decode"] += time.perf_counter() - start
+        return image, (self.detect_faces(image) if faces else [None])
+
+    def _predict_images(self, items: list[Item], faces: bool, debug: bool) -> list[tuple[Item, Image.Image | None, list[dict]]]:
         """One batch of image items -> (item, the RGB image, its records) with one `model.classify` call."""
         loaded, crops, owners = [], [], []
         for item in items:
-            start = time.perf_counter()
-            try:
-                image = load_image(item.source)
-            except InputError as error:
-                loaded.append((item, None, [{"source": item.name, "kind": "image", "error": str(error)}]))
+            read = self._guarded(item, debug, self._read_image, item, faces)
+            if isinstance(read, dict):  # the error record
+                loaded.append((item, None, [read]))
                 continue
-            finally:
-                self.timings["decode"] += time.perf_counter() - start
-            if not faces:
-                loaded.append((item, image, [None]))
-                crops.append(image)
-                owners.append((len(loaded) - 1, 0, None))
-                continue
-            boxes = self.detect_faces(image)
+            image, boxes = read
             if not boxes:  # a result, not an error: the photo was read, it just shows no face
                 loaded.append((item, image, [{"source": item.name, "kind": "image", "label": None, "scores": {},
                                               "faces": 0, "note": "no face found"}]))
                 continue
             loaded.append((item, image, [None] * len(boxes)))
             for index, box in enumerate(boxes):
-                crops.append(crop_face(image, box, self.face_margin))
+                crops.append(image if box is None else crop_face(image, box, self.face_margin))
                 owners.append((len(loaded) - 1, index, box))
         probs = self.classify_images(crops)
         for (slot, index, box), row in zip(owners, probs):
@@ -322,54 +322,45 @@ class ExpCLIPPredictor:
 
     def predict(self, items: list[Item], faces: bool = False, timeline_dir=None, annotate_dir=None, progress=None,
                 debug: bool = False):
-        """Yield (item, records) in input order; a bad item gives one record with "error" and the rest goes on."""
+        """Yield (item, records) in input order; a bad item gives one record with "error" and the rest goes on.
+
+        Consecutive images are decoded and classified `batch_size` at a time; a video is one unit."""
         if faces and self.detector is None:
             raise ValueError("faces=True needs a face detector (from_pretrained(..., detector='haar'))")
         annotated = set()
         position = 0
         while position < len(items):
-            item = items[position]
+            batch = [items[position]]
+            while (batch[0].kind == "image" and len(batch) < self.batch_size and position + len(batch) < len(items)
+                   and items[position + len(batch)].kind == "image"):
+                batch.append(items[position + len(batch)])
+            position += len(batch)
+            item = batch[0]
             if item.kind == "image":
-                batch = [item]
-                while position + len(batch) < len(items) and len(batch) < self.batch_size \
-                        and items[position + len(batch)].kind == "image":
-                    batch.append(items[position + len(batch)])
-                results = self._guard(batch, lambda: self._predict_images(batch, faces), debug)
-                for item, image, records in results:
-                    if annotate_dir is not None and image is not None:
-                        path = annotate(image, records, Path(annotate_dir), item.name, annotated)
-                        for record in records:
-                            record["annotated"] = str(path)
-                    if progress is not None:
-                        progress.update(1)
-                    yield item, records
-                position += len(batch)
-                continue
-            if item.kind == "error":
-                records = [{"source": item.name, "kind": "error", "error": item.error}]
+                results = self._predict_images(batch, faces, debug)
+            elif item.kind == "video":
+                results = [(item, None, [self._guarded(item, debug, self._predict_video, item, faces, timeline_dir)])]
             else:
-                records = [r for _, _, [r] in self._guard(
-                    [item], lambda: [(item, None, [self._predict_video(item, faces, timeline_dir)])], debug)]
-                records = records or [{"source": item.name, "kind": "video", "error": "failed"}]
-            if progress is not None:
-                progress.update(1)
-            position += 1
-            yield item, records
+                results = [(item, None, [{"source": item.name, "kind": "error", "error": item.error}])]
+            for item, image, records in results:
+                if annotate_dir is not None and image is not None:
+                    path = annotate(image, records, Path(annotate_dir), item.name, annotated)
+                    for record in records:
+                        record["annotated"] = str(path)
+                if progress is not None:
+                    progress.update(1)
+                yield item, records
 
-    def _guard(self, batch: list[Item], work, debug: bool):
-        """Run one unit of work; an InputError or an unexpected failure becomes one-line error records."""
+    @staticmethod
+    def _guarded(item: Item, debug: bool, work, *args):
+        """`work(*args)`, or the item's one-line error record when it raises (the traceback too with `debug`)."""
         try:
-            return work()
-        except InputError as error:
-            if debug:
-                traceback.print_exc()
-            return [(item, None, [{"source": item.name, "kind": item.kind, "error": str(error)}]) for item in batch]
+            return work(*args)
         except Exception as error:  # noqa: BLE001 -- one bad item must not stop the rest
             if debug:
                 traceback.print_exc()
-            reason = _one_line(error)
-            return [(item, None, [{"source": item.name, "kind": item.kind, "error": f"{item.name}: {reason}"}])
-                    for item in batch]
+            reason = str(error) if isinstance(error, InputError) else f"{item.name}: {_one_line(error)}"
+            return {"source": item.name, "kind": item.kind, "error": reason}
 
     def __call__(self, sources, faces: bool = False, frames: bool = False, timeline_dir=None, annotate_dir=None):
         """A path, PIL image or array -> one dict (a list of dicts with `faces=True`: one per face); a list -> a
@@ -528,25 +519,25 @@ def _fail(message: str, status: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
-    if not args.debug:  # warnings and weight-loading bars of transformers are noise to a user here
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    # Options first: a bad one is refused before any model is loaded or any file read.
-    labels, prompts = parse_labels(args.labels), parse_prompts(args.prompts)
-    try:
-        check_label_set(labels, prompts)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-        device = resolve_device(args.device)
-    except ValueError as error:
-        return _fail(str(error), 2)
+    # Options first, cheapest first: a bad one is refused before any model is loaded or any file read.
+    if args.batch_size < 1:
+        return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
     from faces_expclip import DetectorError, load_detector
 
     try:
         detector = load_detector(args.detector, args.detector_model) if args.faces else None
     except DetectorError as error:
+        return _fail(str(error), 2)
+    from transformers.utils import logging as hf_logging
+
+    if not args.debug:  # warnings and weight-loading bars of transformers are noise to a user here
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    labels, prompts = parse_labels(args.labels), parse_prompts(args.prompts)
+    try:
+        check_label_set(labels, prompts)
+        device = resolve_device(args.device)
+    except ValueError as error:
         return _fail(str(error), 2)
     timeline_dir = None
     if args.timeline is not None:
@@ -564,27 +555,31 @@ def run(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        return _fail(f"cannot load the model {args.model or folder!r}: {_one_line(error)}", 1)
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {_one_line(error)}", 1)
 
     items = collect_items(args.paths, frames=args.frames)
     records, failed = [], 0
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(items), unit="item", file=sys.stderr, disable=len(items) <= 4 or None) as progress:
-        for _, item_records in predictor.predict(items, args.faces, timeline_dir, args.annotate, progress,
-                                                 args.debug):
-            for record in item_records:
-                if record.get("error"):
-                    failed += 1
-                    tqdm.write(f"expclip predict: skipped {record['error']}", file=sys.stderr)
-            records.extend(item_records)
-
-    text = format_records(records, predictor.class_names, args.output_format)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    try:
+        with tqdm(total=len(items), unit="item", file=sys.stderr, disable=len(items) <= 4 or None) as progress:
+            for _, item_records in predictor.predict(items, args.faces, timeline_dir, args.annotate, progress,
+                                                     args.debug):
+                for record in item_records:
+                    if record.get("error"):
+                        failed += 1
+                        tqdm.write(f"expclip predict: skipped {record['error']}", file=sys.stderr)
+                records.extend(item_records)
+        text = format_records(records, predictor.class_names, args.output_format)
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    except Exception as error:  # noqa: BLE001 -- a failure of the run itself (model, output file): one line
+        if args.debug:
+            raise
+        return _fail(_one_line(error), 1)
     predicted = sum(1 for r in records if r.get("label"))
     faces = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
