@@ -14,8 +14,8 @@ from conftest import run_command
 from predict_expclip import ExpCLIPPredictor, load_image, parse_prompts
 
 
-def predict(*args):
-    return run_command(sys.executable, "-m", "cli_expclip", "predict", *args)
+def predict(*args, env=None):
+    return run_command(sys.executable, "-m", "cli_expclip", "predict", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,24 @@ def test_unloadable_model_is_one_line_and_exit_1(tmp_path, photo_dir):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"expclip predict: error: cannot load the model '{tmp_path / 'not-a-model'}'")
+
+
+def test_unknown_device_is_refused_with_exit_2(tmp_path, photo_dir):
+    result = predict(photo_dir, "--model", tmp_path / "no-model", "--device", "tpu")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "expclip predict: error: unknown device 'tpu'; use auto, cpu or cuda"
+
+
+def test_default_model_offline_says_what_could_not_be_fetched_in_one_line(tmp_path, photo_dir):
+    result = predict(photo_dir, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("expclip predict: error: expclip-l14: not in the cache") and "--model" in line
+
+
+def test_debug_shows_the_traceback_of_a_bad_item(tmp_path, tiny_expclip_dir):
+    (tmp_path / "broken.png").write_text("not a png")
+    result = predict(tmp_path / "broken.png", "--model", tiny_expclip_dir, "--debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "UnidentifiedImageError" in result.stderr
+    assert "expclip predict: skipped " in result.stderr
