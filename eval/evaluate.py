@@ -8,9 +8,9 @@ the model's zero-shot API (`text_classifier` once per prompt set, `project`, `ze
 every frame, frame embeddings averaged, then the head and L2 normalisation; the head is affine, so projecting the
 mean equals the mean of the projections (SPEC §2).
 
-Writes OUTPUT/BENCHMARK/results.json (every number, per-item predictions, excluded items),
-OUTPUT/BENCHMARK/confusion/*.png (row-normalised confusion matrices) and OUTPUT/results.md (the paper's table layout
-over every benchmark evaluated into OUTPUT so far, with the published numbers below it).
+Writes OUTPUT/MODEL/BENCHMARK/results.json (every number, per-item predictions, excluded items),
+OUTPUT/MODEL/BENCHMARK/confusion/*.png (row-normalised confusion matrices) and OUTPUT/results.md (the paper's table
+layout over every model and benchmark evaluated into OUTPUT so far, with the published numbers below it).
 """
 
 import json
@@ -212,7 +212,7 @@ def render_table(rows: dict) -> list[str]:
 def write_results_table(output: Path) -> Path:
     """OUTPUT/results.md over every OUTPUT/*/results.json, then the published numbers (SPEC §6) to compare with."""
     measured = {}
-    for results_file in sorted(output.glob("*/results.json")):
+    for results_file in sorted(output.glob("*/*/results.json")):
         results = json.loads(results_file.read_text(encoding="utf-8"))
         for row in results["rows"]:
             key = (row["use_projection"], row["model"], row["prompts"])  # the paper lists CLIP rows first
@@ -280,10 +280,10 @@ def resolve_model_path(model: str | None) -> str:
 
 
 def load_prepared(data: Path, benchmark):
-    import datasets
-
     if not data.is_dir():
         raise EvaluateError(f"{data}: no such data folder (make it with `expclip prepare --benchmark {benchmark.name}`)")
+    import datasets
+
     metadata_file = data / METADATA_FILE
     metadata = json.loads(metadata_file.read_text(encoding="utf-8")) if metadata_file.is_file() else {}
     if metadata.get("benchmark", benchmark.name) != benchmark.name:
@@ -299,14 +299,15 @@ def load_prepared(data: Path, benchmark):
 
 
 def evaluate_benchmark(args) -> dict:
+    benchmark = get_benchmark(args.benchmark)
+    data = Path(args.data).expanduser()
+    dataset, metadata = load_prepared(data, benchmark)
+
     import torch
     from transformers import AutoProcessor
 
     from modeling_expclip import ExpCLIPModel
 
-    benchmark = get_benchmark(args.benchmark)
-    data = Path(args.data).expanduser()
-    dataset, metadata = load_prepared(data, benchmark)
     model_path = resolve_model_path(args.model)
     if args.update_card and not Path(model_path).is_dir():
         raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
@@ -331,12 +332,14 @@ def evaluate_benchmark(args) -> dict:
     if not kept:
         raise EvaluateError(f"{data}: every item was excluded ({len(excluded)}); nothing to score")
     clip_embeds = clip_embeds.to(device)
-    references = [int(dataset[i]["label"]) for i in kept]
-    folds = [int(dataset[i]["fold"]) if "fold" in dataset.column_names else 0 for i in kept]
+    ids, paths, labels = dataset["id"], dataset["path"], dataset["label"]
+    all_folds = dataset["fold"] if "fold" in dataset.column_names else [0] * len(dataset)
+    references = [int(labels[i]) for i in kept]
+    folds = [int(all_folds[i]) for i in kept]
 
     metrics = load_metrics()
     output = Path(args.output).expanduser()
-    run_dir = output / benchmark.name
+    run_dir = output / model_name / benchmark.name  # one folder per model and benchmark: runs add up in the table
     rows = []
     for use_projection in [True] + ([False] if args.baseline_clip else []):
         for prompts in prompt_sets:
@@ -384,11 +387,12 @@ def evaluate_benchmark(args) -> dict:
         "num_items": len(dataset),
         "num_evaluated": len(kept),
         "num_excluded": len(excluded),
-        "excluded": [{"id": dataset[i]["id"], "path": dataset[i]["path"], "reason": r} for i, r in excluded],
-        "items": [{"id": dataset[i]["id"], "label": references[k], "fold": folds[k]} for k, i in enumerate(kept)],
+        "excluded": [{"id": ids[i], "path": paths[i], "reason": reason} for i, reason in excluded],
+        "items": [{"id": ids[i], "label": references[k], "fold": folds[k]} for k, i in enumerate(kept)],
         "rows": rows,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
+    results["results_file"] = str(run_dir / "results.json")
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     results["table"] = write_results_table(output)
     if args.update_card:
@@ -436,8 +440,7 @@ def run(args) -> int:
               file=sys.stderr)
     cells = {f"{r['model']} ({r['prompts']})": {results['benchmark']: (r["uar"], r["war"])} for r in results["rows"]}
     print("\n".join(render_table(cells)))
-    run_dir = Path(args.output).expanduser() / results["benchmark"]
-    print(f"results: {run_dir / 'results.json'}; table: {results['table']}")
+    print(f"results: {results['results_file']}; table: {results['table']}")
     if "card" in results:
         print(f"model card updated: {results['card']}")
     return 0

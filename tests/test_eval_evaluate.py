@@ -39,19 +39,24 @@ def model_dir(tmp_path_factory, tiny_expclip_dir):
 
 
 @pytest.fixture(scope="module")
-def image_run(tmp_path_factory, model_dir):
-    root = tmp_path_factory.mktemp("rafdb")
-    source, _ = fake.make_rafdb(root)
-    prepare("raf-db", source, root / "prepared")
-    output = root / "results"
-    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", root / "prepared",
-                              "--prompts", "all", "--baseline-clip", "--update-card", "--output", output)
-    assert result.returncode == 0, result.stderr
-    return result, json.loads((output / "raf-db" / "results.json").read_text()), output, root / "prepared"
+def output(tmp_path_factory):
+    """One results folder shared by both runs: their rows add up in results.md."""
+    return tmp_path_factory.mktemp("results")
 
 
 @pytest.fixture(scope="module")
-def video_run(tmp_path_factory, model_dir):
+def image_run(tmp_path_factory, model_dir, output):
+    root = tmp_path_factory.mktemp("rafdb")
+    source, _ = fake.make_rafdb(root)
+    prepare("raf-db", source, root / "prepared")
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", root / "prepared",
+                              "--prompts", "all", "--baseline-clip", "--update-card", "--output", output)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((output / "tiny-expclip" / "raf-db" / "results.json").read_text()), output, root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory, model_dir, output):
     """DFEW (5 folds) plus three bad clips: fewer frames than listed, an unreadable frame, a label outside 0..6."""
     root = tmp_path_factory.mktemp("dfew")
     source, _, _ = fake.make_dfew(root)
@@ -69,11 +74,10 @@ def video_run(tmp_path_factory, model_dir):
                                     "fold": 1, "box": []})
     dataset.save_to_disk(str(root / "with-bad"))
     shutil.copy(root / "prepared" / "expclip_prepare.json", root / "with-bad")
-    output = root / "results"
     result = evaluate_command("--model", model_dir, "--benchmark", "dfew", "--data", root / "with-bad",
-                              "--output", output, "--batch-size", "8")
+                              "--output", output, "--batch-size", "8", "--model-name", "tiny-video")
     assert result.returncode == 0, result.stderr
-    return result, json.loads((output / "dfew" / "results.json").read_text()), root
+    return result, json.loads((output / "tiny-video" / "dfew" / "results.json").read_text()), root
 
 
 def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
@@ -161,10 +165,13 @@ def test_confusion_matrix_png_opens_with_pil(image_run, video_run):
 
 def test_results_table_has_the_papers_columns_and_a_row_per_model_and_prompt_set(image_run, video_run):
     _, _, output, _ = image_run
+    _, video_results, _ = video_run
     lines = (output / "results.md").read_text().splitlines()
     assert lines[2] == BENCHMARK_COLUMNS
     measured = lines[4: lines.index("", 4)]
-    assert len(measured) == 10
+    assert len(measured) == 11  # 2 heads x 5 prompt sets on RAF-DB + the second model's DFEW run
+    row = video_results["rows"][0]
+    assert f"| Exp-CLIP tiny-video (type3) | – | – | – | – | {row['uar']:.2f}/{row['war']:.2f} | – | – | – |" in measured
     assert measured[0].startswith("| CLIP tiny-clip") and "(type1) | " in measured[0]
     assert measured[5].startswith("| Exp-CLIP tiny-expclip (type1) | ")
     assert "| Exp-CLIP L/14 | 58.70/65.37 | 44.27/44.27 | 38.44/38.43 | 48.28/55.42 | 40.16/47.09 | 27.45/31.07 | " \
