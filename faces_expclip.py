@@ -58,6 +58,8 @@ class HaarFaceDetector:
                  min_neighbors: int = 5, min_size: int = 30, max_side: int = 1024):
         data_dir = getattr(getattr(cv2, "data", None), "haarcascades", "")
         path = Path(cascade) if Path(cascade).is_file() else Path(data_dir) / cascade
+        if not path.is_file() and cascade != "haarcascade_frontalface_default.xml":
+            raise DetectorError(f"{cascade}: Haar cascade file not found (a path, or a file name in {data_dir})")
         if not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
             # opencv-python 5.x ships no cascades and no CascadeClassifier.
             raise DetectorError(f"OpenCV {cv2.__version__} has no Haar cascade {cascade!r}; "

@@ -495,20 +495,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "expressions)")
     parser.add_argument("--prompts", default=None, help="prompt set: type1..type5, type5-original, or templates with "
                                                         "{} separated by | (default: the model's, type3)")
-    parser.add_argument("--format", dest="output_format", choices=("table", "json", "jsonl", "csv"), default="table")
+    parser.add_argument("--format", dest="output_format", choices=("table", "json", "jsonl", "csv"), default="table",
+                        help="table (default, for the terminal), json, jsonl or csv")
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results here instead of stdout")
     parser.add_argument("--faces", action="store_true",
                         help="detect faces and classify each one (videos: the largest face of each sampled frame)")
     parser.add_argument("--detector", choices=("haar", "yunet"), default="haar",
                         help="face detector: OpenCV's bundled Haar cascade, or YuNet from --detector-model")
-    parser.add_argument("--detector-model", default=None, metavar="FILE.onnx", help="YuNet ONNX file")
+    parser.add_argument("--detector-model", default=None, metavar="FILE",
+                        help="YuNet ONNX file; for haar, another cascade (a file, or a name in cv2.data such as "
+                             "haarcascade_frontalface_alt2.xml)")
     parser.add_argument("--frames", action="store_true",
                         help="treat each folder given as the frames of one video (sorted by file name)")
-    parser.add_argument("--timeline", nargs="?", const="", default=None, metavar="DIR",
-                        help="videos: per-second probabilities as CSV + PNG plot, in DIR (default: next to --output, "
-                             "else the current folder)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="videos: per-second probabilities (per frame for a folder of frames) as CSV + PNG plot")
+    parser.add_argument("--timeline-dir", default=None, metavar="DIR",
+                        help="where --timeline writes NAME.timeline.csv/.png (default: next to --output, else the "
+                             "current folder)")
     parser.add_argument("--annotate", default=None, metavar="DIR", help="write each image with boxes and labels here")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per model call (default 32)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
@@ -540,8 +545,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _fail(str(error), 2)
     timeline_dir = None
-    if args.timeline is not None:
-        timeline_dir = Path(args.timeline or (Path(args.output).parent if args.output else "."))
+    if args.timeline:
+        timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else "."))
 
     from convert_expclip_original import ModelFetchError, resolve_model
 

@@ -43,7 +43,7 @@ def videos(tmp_path_factory):
 def video_run(videos, tiny_expclip_dir):
     timeline = videos / "timeline"
     result = run_command(sys.executable, "-m", "cli_expclip", "predict", videos / "clip.mp4", videos / "frames",
-                         "--frames", "--timeline", timeline, "--model", tiny_expclip_dir, "--format", "json")
+                         "--frames", "--timeline", "--timeline-dir", timeline, "--model", tiny_expclip_dir, "--format", "json")
     records = {record["source"].rsplit("/", 1)[-1]: record for record in json.loads(result.stdout or "[]")}
     return result, records, timeline
 
