@@ -281,7 +281,8 @@ def resolve_model_path(model: str | None) -> str:
 
 def load_prepared(data: Path, benchmark):
     if not data.is_dir():
-        raise EvaluateError(f"{data}: no such data folder (make it with `expclip prepare --benchmark {benchmark.name}`)")
+        hint = f"make it with `expclip prepare --benchmark {benchmark.name}`"
+        raise EvaluateError(f"{data}: no such data folder ({hint})")
     import datasets
 
     metadata_file = data / METADATA_FILE

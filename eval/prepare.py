@@ -361,7 +361,8 @@ def read_clip_list(list_files: list[Path], source: Path, benchmark) -> Prepared:
                 continue
             label = int(row[2])
             if not 0 <= label < benchmark.num_classes:
-                prepared.exclude(where, f"label {label} is outside the {benchmark.num_classes} {benchmark.title} classes")
+                classes = f"{benchmark.num_classes} {benchmark.title} classes"
+                prepared.exclude(where, f"label {label} is outside the {classes}")
                 continue
             folder = source / row[0]
             add_clip(prepared, benchmark, folder.name, folder, benchmark.class_names[label], fold, int(row[1]), where)
@@ -461,7 +462,8 @@ def run(args) -> int:
     for entry in metadata["excluded"][:20]:
         print(f"excluded: {entry['reason']}", file=sys.stderr)
     if metadata["num_excluded"] > 20:
-        print(f"excluded: ... and {metadata['num_excluded'] - 20} more (all listed in {METADATA_FILE})", file=sys.stderr)
+        more = metadata["num_excluded"] - 20
+        print(f"excluded: ... and {more} more (all listed in {METADATA_FILE})", file=sys.stderr)
     for reason, count in metadata["skipped"].items():
         print(f"skipped by the protocol: {count} x {reason}")
     for mismatch in metadata["mismatches"]:
