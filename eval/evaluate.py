@@ -138,7 +138,11 @@ def clip_embeddings(model, loader, video, description="CLIP features"):
 def load_metrics():
     import evaluate
 
-    return {name: evaluate.load(str(METRICS_DIR / name)) for name in ("accuracy", "recall", "confusion_matrix")}
+    names = ("accuracy", "recall", "confusion_matrix")
+    missing = [name for name in names if not (METRICS_DIR / name / f"{name}.py").is_file()]
+    if missing:
+        raise EvaluateError(f"{METRICS_DIR}: metric module(s) {', '.join(missing)} not installed with the package")
+    return {name: evaluate.load(str(METRICS_DIR / name)) for name in names}
 
 
 def score(metrics, predictions, references, num_classes) -> dict:
