@@ -326,6 +326,7 @@ def evaluate_benchmark(args) -> dict:
     model_name = args.model_name or Path(model_path).name
     clip_name = Path(model.config.clip_model_name_or_path or "clip").name
 
+    metrics = load_metrics()  # before the long pass over the data: a broken install fails at once
     prompt_sets = PROMPT_STUDY if "all" in args.prompts else list(dict.fromkeys(args.prompts))
     ensemble = args.ensemble or model.config.ensemble
     num_segments = args.num_segments or model.config.num_segments
@@ -342,7 +343,6 @@ def evaluate_benchmark(args) -> dict:
     references = [int(labels[i]) for i in kept]
     folds = [int(all_folds[i]) for i in kept]
 
-    metrics = load_metrics()
     output = Path(args.output).expanduser()
     run_dir = output / model_name / benchmark.name  # one folder per model and benchmark: runs add up in the table
     rows = []
