@@ -19,6 +19,7 @@ setup(
     # eval/ is installed under a name that cannot collide with other top-level packages.
     packages=["expclip_eval"],
     package_dir={"expclip_eval": "eval"},
+    package_data={"expclip_eval": ["metrics/*/*.py"]},  # local `evaluate` metric modules (no Hub at run time)
     install_requires=[
         "torch>=2.4",  # install your torch build first (README); any >=2.4 satisfies this
         "transformers>=5.0,<6",
