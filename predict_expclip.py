@@ -375,14 +375,14 @@ class ExpCLIPPredictor:
 
 def resolve_device(device: str) -> str:
     """auto -> cuda when a GPU is there, else cpu; a named device that is not there is refused (ValueError)."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
 
 
@@ -527,6 +527,10 @@ def run(args: argparse.Namespace) -> int:
     # Options first, cheapest first: a bad one is refused before any model is loaded or any file read.
     if args.batch_size < 1:
         return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        return _fail(str(error), 2)
     from faces_expclip import DetectorError, load_detector
 
     try:
@@ -541,7 +545,6 @@ def run(args: argparse.Namespace) -> int:
     labels, prompts = parse_labels(args.labels), parse_prompts(args.prompts)
     try:
         check_label_set(labels, prompts)
-        device = resolve_device(args.device)
     except ValueError as error:
         return _fail(str(error), 2)
     timeline_dir = None
