@@ -183,6 +183,7 @@ class ExpCLIPPredictor:
         self.short_clip, self.face_margin = short_clip, face_margin
         self.num_segments = int(getattr(model.config, "num_segments", 16))
         self.timings = {"decode": 0.0, "detection": 0.0, "model": 0.0}  # seconds, for benchmarks
+        self._timeline_stems = set()
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, device: str = "auto", labels=None, prompts=None,
@@ -306,7 +307,11 @@ class ExpCLIPPredictor:
             record["frames_with_face"] = sum(faces_found[i] for i in indices)  # of the sampled frames
         if timeline_dir is not None:
             probs = self.classify_images([frames[i] for i in timeline_indices])
-            stem = Path(timeline_dir) / (Path(item.name).stem if Path(item.name).suffix else Path(item.name).name)
+            name = Path(item.name).stem if Path(item.name).suffix else Path(item.name).name
+            stem, counter = Path(timeline_dir) / name, 1
+            while stem in self._timeline_stems:  # two clips with one name in different folders
+                stem, counter = Path(timeline_dir) / f"{name}-{counter}", counter + 1
+            self._timeline_stems.add(stem)
             record["timeline"] = write_timeline(stem, self.class_names, timeline_indices, times, probs, item.name)
         return record
 
@@ -327,7 +332,7 @@ class ExpCLIPPredictor:
         Consecutive images are decoded and classified `batch_size` at a time; a video is one unit."""
         if faces and self.detector is None:
             raise ValueError("faces=True needs a face detector (from_pretrained(..., detector='haar'))")
-        annotated = set()
+        annotated, self._timeline_stems = set(), set()
         position = 0
         while position < len(items):
             batch = [items[position]]
