@@ -91,14 +91,14 @@ def main() -> None:
           f"model {'tiny (built here)' if args.model is None else args.model}, CPU, {torch.get_num_threads()} threads")
     print(f"found {faces} faces, {no_face} photos without a face, {errors} errors")
     print()
-    print(f"| {'stage':<22} | {'seconds':>8} | {'share':>6} | {'ms/photo':>9} |")
-    print(f"| {'-' * 22} | {'-' * 8}:| {'-' * 6}:| {'-' * 9}:|")
+    print(f"| {"stage":<24} | {'seconds':>8} | {'share':>6} | {'ms/photo':>9} |")
+    print(f"| {"-" * 24} | {'-' * 8}:| {'-' * 6}:| {'-' * 9}:|")
     rows = [("decode (PIL, EXIF, RGB)", predictor.timings["decode"]),
             ("face detection (Haar)", predictor.timings["detection"]),
             ("model (preprocess+CLIP)", predictor.timings["model"]), ("other (crops, records)", other),
             ("total", total)]
     for name, seconds in rows:
-        print(f"| {name:<22} | {seconds:8.3f} | {100 * seconds / total:5.1f}% | {1000 * seconds / len(items):9.2f} |")
+        print(f"| {name:<24} | {seconds:8.3f} | {100 * seconds / total:5.1f}% | {1000 * seconds / len(items):9.2f} |")
     print()
     print(f"throughput: {len(items) / total:.1f} photos/s, {faces / total:.1f} faces/s")
 
