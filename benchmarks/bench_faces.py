@@ -91,8 +91,8 @@ def main() -> None:
           f"model {'tiny (built here)' if args.model is None else args.model}, CPU, {torch.get_num_threads()} threads")
     print(f"found {faces} faces, {no_face} photos without a face, {errors} errors")
     print()
-    print(f"| {"stage":<24} | {'seconds':>8} | {'share':>6} | {'ms/photo':>9} |")
-    print(f"| {"-" * 24} | {'-' * 8}:| {'-' * 6}:| {'-' * 9}:|")
+    print(f"| {'stage':<24} | {'seconds':>8} | {'share':>6} | {'ms/photo':>9} |")
+    print(f"| {'-' * 24} | {'-' * 8}:| {'-' * 6}:| {'-' * 9}:|")
     rows = [("decode (PIL, EXIF, RGB)", predictor.timings["decode"]),
             ("face detection (Haar)", predictor.timings["detection"]),
             ("model (preprocess+CLIP)", predictor.timings["model"]), ("other (crops, records)", other),
