@@ -124,9 +124,13 @@ def convert_original_head(
     clip_name_or_path, output_dir = str(clip_name_or_path), Path(output_dir)
     _check_output(output_dir, overwrite)  # fail before any loading
     try:
+        model_type = CLIPConfig.get_config_dict(clip_name_or_path)[0].get("model_type")
         clip_config = CLIPConfig.from_pretrained(clip_name_or_path)
     except (OSError, ValueError) as error:
         raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
+    if model_type not in ("clip", "expclip"):  # transformers reads a folder without config.json as default CLIP
+        found = f"model_type {model_type!r}" if model_type else "no config.json"
+        raise ConversionError(f"{clip_name_or_path}: not a CLIP checkpoint ({found}); --clip needs a CLIP model")
     weight = load_original_head(pth_path, clip_config.projection_dim)  # before the (large) CLIP weights load
     try:
         model = ExpCLIPModel.from_clip(clip_name_or_path, projection_dim=weight.shape[0])

@@ -138,3 +138,14 @@ def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir
     assert main(["convert", str(head), "--clip", str(tiny_clip_dir), "--output", str(tmp_path / "out")]) == 1
     assert "already exists" in capsys.readouterr().err
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["mine.txt"]
+
+
+def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path, head_weight, capsys):
+    from cli_expclip import main
+
+    head = save_original_head(tmp_path / "head.pth", head_weight)
+    (tmp_path / "not-clip").mkdir()
+    assert main(["convert", str(head), "--clip", str(tmp_path / "not-clip"), "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == f"expclip convert: {tmp_path / 'not-clip'}: not a CLIP checkpoint (no config.json); --clip needs a CLIP model"
+    assert not (tmp_path / "out").exists()
