@@ -48,7 +48,7 @@ PAUSE_AFTER_SHARDS_ENV = "EXPCLIP_PAUSE_AFTER_SHARDS"
 class ImageItem:
     """One training image: a file, or row `index` of a `datasets` dataset (read lazily)."""
 
-    name: str  # what logs and the cache call it: the path, or "<dataset>[<split>][<row>]"
+    name: str  # what logs and the cache call it: the file's path, or "<dataset>[<split>][<row>]"
     sha256: str  # content hash: part of the cache key
     path: str | None = None
     dataset: Dataset | None = None  # image column cast to Image(decode=False)
@@ -104,8 +104,12 @@ def dataset_image_items(dataset: Dataset, name: str, image_column: str = "image"
     for index, cell in enumerate(dataset[image_column]):
         data = cell.get("bytes") if cell else None
         path = cell.get("path") if cell else None
-        digest = hashlib.sha256(data).hexdigest() if data else (_file_sha256(Path(path)) if path and Path(path).is_file() else "")
-        items.append(ImageItem(name=f"{name}[{index}]" + (f" ({path})" if path else ""), sha256=digest, dataset=dataset, index=index))
+        if data:
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            digest = _file_sha256(Path(path)) if path and Path(path).is_file() else ""
+        item_name = path if path and not data else f"{name}[{index}]"  # a local file is named by its path
+        items.append(ImageItem(name=item_name, sha256=digest, dataset=dataset, index=index))
     return items
 
 
@@ -113,22 +117,17 @@ def read_image(item: ImageItem) -> Image.Image:
     """The item as an RGB PIL image; raises `InputError` with a one-line reason naming it."""
     if item.path is not None:
         return load_image(item.path)
-    cell = item.dataset[item.index][item.dataset.column_names[0]]
-    if cell and cell.get("bytes"):
-        if not cell["bytes"]:
-            raise InputError(f"{item.name}: empty image (0 bytes)")
+    cell = item.dataset[item.index][item.dataset.column_names[0]] or {}
+    if cell.get("bytes"):
         try:
             with Image.open(io.BytesIO(cell["bytes"])) as image:
                 image.load()
                 return load_image(image)
         except (OSError, SyntaxError, ValueError) as error:
             raise InputError(f"{item.name}: not a readable image ({str(error).splitlines()[0] or type(error).__name__})")
-    if cell and cell.get("path"):
-        try:
-            return load_image(cell["path"])
-        except InputError as error:
-            raise InputError(f"{item.name}: {error}")
-    raise InputError(f"{item.name}: no image data")
+    if cell.get("path"):
+        return load_image(cell["path"])  # its message names the file
+    raise InputError(f"{item.name}: no image data (empty cell)")
 
 
 # ----- preprocessing ----------------------------------------------------------------------------------------------

@@ -116,6 +116,9 @@ class ExpCLIPTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="no", metadata={"help": "The head trains in seconds: save only the final model."})
     logging_steps: float = field(default=10, metadata={"help": "Log the loss every this many steps."})
     report_to: str | None = field(default="none", metadata={"help": "Experiment trackers to report to."})
+    ddp_find_unused_parameters: bool = field(
+        default=False, metadata={"help": "Every trainable parameter (projection, LoRA) is used at every step."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep `labels` (the teacher targets) for the global InfoNCE loss."}
     )

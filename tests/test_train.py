@@ -39,12 +39,13 @@ def runs(tmp_path_factory, tiny_clip_dir, tiny_blip2_dir, face_images_dir):
         *ACCELERATE, "--multi_gpu", "--num_processes", 2,
         *train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-2", root / "out-2", "--use_cpu"),
     )
-    lora = run_command(
-        sys.executable,
-        *train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-q", root / "out-lora",
-                    "--lora_r", 2, "--max_steps", 1, "--learning_rate", 0.1,
-                    "--original_preprocessing", "--teacher_dropout"),
-    )
+    # LoRA, both quirk flags, and a `datasets` imagefolder as input instead of --train_dir
+    lora_args = train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-q", root / "out-lora",
+                           "--lora_r", 2, "--max_steps", 1, "--learning_rate", 0.1,
+                           "--original_preprocessing", "--teacher_dropout")
+    at = lora_args.index("--train_dir")
+    lora_args[at : at + 2] = ["--dataset_name", "imagefolder", "--dataset_data_dir", face_images_dir]
+    lora = run_command(sys.executable, *lora_args)
     return {"root": root, "one": one, "two": two, "lora": lora}
 
 
@@ -102,7 +103,7 @@ def test_two_process_weights_agree_with_one_process(runs):
 
 
 def test_unreadable_images_are_skipped_and_reported(runs):
-    for name in ("one", "two"):
+    for name in ("one", "two", "lora"):
         assert "skipped 2 unreadable image(s)" in runs[name].stderr
         assert "zero.jpg: empty file (0 bytes)" in runs[name].stderr
         assert "corrupt.png: corrupt or truncated image" in runs[name].stderr
