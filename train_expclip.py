@@ -26,6 +26,7 @@ from accelerate import PartialState
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.image_utils import PILImageResampling
 
 from configuration_expclip import INSTRUCTION
 from features_expclip import (
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         side = image_processor.crop_size.height or image_processor.size.shortest_edge
         image_processor.size = {"height": side, "width": side}
         image_processor.do_center_crop, image_processor.do_normalize = False, False
-        image_processor.resample = 2  # PILImageResampling.BILINEAR
+        image_processor.resample = PILImageResampling.BILINEAR
 
     if model_args.lora_r > 0:
         from peft import LoraConfig, get_peft_model
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             "lora_r": model_args.lora_r,
             "train_loss": round(train_result.training_loss, 6),
         }
-        dataset_ids = [data_args.dataset_name] if data_args.dataset_name and "/" in data_args.dataset_name else []
+        hub_dataset = data_args.dataset_name and "/" in data_args.dataset_name and not Path(data_args.dataset_name).exists()
+        dataset_ids = [data_args.dataset_name] if hub_dataset else []
         model_name = training_args.hub_model_id or f"Exp-CLIP ({Path(model_args.clip_model_name_or_path).name})"
         card = build_model_card(model.config, model_name, hyperparameters, dataset_ids, model_args.license,
                                 eval_rows, len(cache), len(skipped))
@@ -389,6 +391,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except InputError as error:  # bad data given by the user: one line, no traceback
-        print(f"train_expclip: error: {error}", file=sys.stderr)
+    except (InputError, OSError) as error:  # bad data or a missing checkpoint: one line, no traceback
+        print(f"train_expclip: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
