@@ -147,21 +147,6 @@ def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: flo
     return contrastive_loss(image_embeds, target_embeds, scale)
 
 
-class CachedPairs(torch.utils.data.Dataset):
-    """The cache's (CLIP image embedding, teacher target) pairs held as two in-memory tensors: a batch of 512 is 512
-    row views and one stack, not 512 reads from the memory-mapped Arrow files (about 5x faster per step on CPU)."""
-
-    def __init__(self, cache: datasets.Dataset):
-        columns = cache.with_format("torch", columns=["clip_image_embeds", "target_embeds"])[:]
-        self.clip_image_embeds, self.target_embeds = columns["clip_image_embeds"], columns["target_embeds"]
-
-    def __len__(self):
-        return len(self.clip_image_embeds)
-
-    def __getitem__(self, index):  # the target is the Trainer's "labels", handed to `global_contrastive_loss`
-        return {"clip_image_embeds": self.clip_image_embeds[index], "labels": self.target_embeds[index]}
-
-
 class PixelTargetDataset(torch.utils.data.Dataset):
     """For --lora_r: CLIP pixels recomputed per step (CLIP changes), teacher targets from the cache."""
 
@@ -344,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset = PixelTargetDataset(
             cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing
         )
-    else:  # the head reads cached vectors
-        train_dataset = CachedPairs(cache)
+    else:  # the head reads cached vectors; the target is the Trainer's "labels"
+        train_dataset = cache.select_columns(["clip_image_embeds", "target_embeds"]).rename_column(
+            "target_embeds", "labels"
+        ).with_format("torch")
 
     # ----- train: the HF Trainer, SGD from TrainingArguments, InfoNCE over all ranks
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we push at the end, with our card

@@ -106,7 +106,7 @@ def bench_head_training(num_pairs: int, clip_dim: int = 768, target_dim: int = 4
 
     from modeling_expclip import ExpCLIPModel
     from configuration_expclip import ExpCLIPConfig
-    from train_expclip import CachedPairs, ExpCLIPTrainingArguments, global_contrastive_loss
+    from train_expclip import ExpCLIPTrainingArguments, global_contrastive_loss
     import functools
 
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def bench_head_training(num_pairs: int, clip_dim: int = 768, target_dim: int = 4
         Dataset(InMemoryTable(table)).save_to_disk(f"{tmp}/cache")
         del table, targets, clip_embeds
         cache = load_from_disk(f"{tmp}/cache")  # memory-mapped Arrow, as train_expclip.py reads its cache
-        train_dataset = CachedPairs(cache)
+        train_dataset = cache.rename_column("target_embeds", "labels").with_format("torch")
         torch.manual_seed(1)
         model = ExpCLIPModel(ExpCLIPConfig(clip_config=tiny_clip_config(projection_dim=clip_dim).to_dict(),
                                            projection_dim=target_dim))
