@@ -59,12 +59,12 @@ def build_teacher(config: Blip2Config, device: str, dtype: torch.dtype):
         sub_config._attn_implementation = "sdpa"
     with torch.device("meta"):
         teacher = ExpCLIPTeacher(config, torch.zeros(1, INSTRUCTION_TOKENS, dtype=torch.long))
+    teacher.to(dtype)  # still on meta: the weights are allocated once, in their final dtype
+    teacher.qformer.float()  # float32, as transformers' BLIP-2 keeps it
+    teacher.query_tokens.data = teacher.query_tokens.data.float()
     teacher.to_empty(device=device)
     random_init_(teacher)
     teacher.instruction_ids = torch.randint(2, config.text_config.vocab_size, (1, INSTRUCTION_TOKENS), device=device)
-    teacher.to(dtype)
-    teacher.qformer.float()
-    teacher.query_tokens.data = teacher.query_tokens.data.float()
     return teacher.requires_grad_(False).eval()
 
 
@@ -74,9 +74,9 @@ def build_clip(config: CLIPConfig, device: str, dtype: torch.dtype = torch.float
 
     with torch.device("meta"):
         model = ExpCLIPModel(ExpCLIPConfig(clip_config=config.to_dict()), clip=CLIPModel(config))
-    model.to_empty(device=device)
+    model.to(dtype).to_empty(device=device)
     random_init_(model)
-    return model.to(dtype).eval()
+    return model.eval()
 
 
 def images_per_second(fn, batch: int, num_batches: int, image_size: int, device: str) -> float:
