@@ -32,7 +32,7 @@ def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, sc
 
     Both inputs are L2-normalised, row i of one is the positive of row i of the other.
     """
-    logits = scale * image_embeds @ target_embeds.t()
+    logits = scale * (image_embeds @ target_embeds.t())  # scale the (n, n) product, not the (n, d) input
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
@@ -251,7 +251,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         if input_ids is not None:
             text_embeds = self.get_text_features(input_ids, attention_mask)
         if image_embeds is not None and text_embeds is not None:
-            logits_per_image = self.logit_scale * image_embeds @ text_embeds.t()
+            logits_per_image = self.logit_scale * (image_embeds @ text_embeds.t())
             logits_per_text = logits_per_image.t()
         if target_embeds is not None and (return_loss is None or return_loss):
             if image_embeds is None:
@@ -313,8 +313,8 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         normalised mean prompt embedding (common CLIP practice)."""
         image_embeds = image_embeds.to(classifier.prompt_embeds.dtype)
         if classifier.ensemble == "logits":
-            return (self.logit_scale * image_embeds @ classifier.prompt_embeds.t()) @ classifier.prompt_weights
-        return self.logit_scale * image_embeds @ classifier.class_embeds.t()
+            return self.logit_scale * (image_embeds @ classifier.prompt_embeds.t()) @ classifier.prompt_weights
+        return self.logit_scale * (image_embeds @ classifier.class_embeds.t())
 
     @torch.inference_mode()
     def classify(
