@@ -54,7 +54,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def original_preprocessing(image_size: int) -> dict:
+def original_image_processor_settings(image_size: int) -> dict:
     """Image-processor settings of the original (SPEC §4, §7): the released heads expect exactly these inputs."""
     return dict(
         do_resize=True,
@@ -136,7 +136,7 @@ def convert_original_head(
         model = ExpCLIPModel.from_clip(clip_name_or_path, projection_dim=weight.shape[0])
         tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
         image_size = clip_config.vision_config.image_size
-        image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path, **original_preprocessing(image_size))
+        image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path, **original_image_processor_settings(image_size))
     except (OSError, ValueError) as error:
         raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
     with torch.no_grad():

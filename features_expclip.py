@@ -33,9 +33,9 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.table import InMemoryTable
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers.image_utils import PILImageResampling
 
 from configuration_expclip import INSTRUCTION
+from convert_expclip_original import original_image_processor_settings
 from predict_expclip import IMAGE_EXTENSIONS, InputError, load_image
 
 logger = logging.getLogger(__name__)
@@ -133,21 +133,20 @@ def read_image(item: ImageItem) -> Image.Image:
 # ----- preprocessing ----------------------------------------------------------------------------------------------
 
 
+def input_side(image_processor) -> int:
+    """The square input size a CLIP or BLIP-2 image processor produces (its crop size, else its resize size)."""
+    crop = getattr(image_processor, "crop_size", None)
+    size = image_processor.size
+    return (crop.height if crop is not None and crop.height else None) or size.height or size.shortest_edge
+
+
 def pixel_values(image_processor, images: list[Image.Image], original_preprocessing: bool = False) -> torch.Tensor:
     """Each model's own image processor; `original_preprocessing` reproduces the original's quirk (SPEC §4):
     straight square resize to the model's input size (bilinear, no crop) and raw [0,1] pixels, no mean/std."""
     if not original_preprocessing:
         return image_processor(images, return_tensors="pt").pixel_values
-    crop = getattr(image_processor, "crop_size", None)
-    side = (crop.height if crop is not None and crop.height else None) or image_processor.size.height or image_processor.size.shortest_edge
-    return image_processor(
-        images,
-        size={"height": side, "width": side},
-        do_center_crop=False,
-        resample=PILImageResampling.BILINEAR,
-        do_normalize=False,
-        return_tensors="pt",
-    ).pixel_values
+    settings = original_image_processor_settings(input_side(image_processor))
+    return image_processor(images, return_tensors="pt", **settings).pixel_values
 
 
 # ----- the cache --------------------------------------------------------------------------------------------------

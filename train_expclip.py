@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -26,14 +26,15 @@ from accelerate import PartialState
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.image_utils import PILImageResampling
 
 from configuration_expclip import INSTRUCTION
+from convert_expclip_original import original_image_processor_settings
 from features_expclip import (
     FeatureCacheSettings,
     build_feature_cache,
     dataset_image_items,
     folder_image_items,
+    input_side,
     pixel_values,
     read_image,
 )
@@ -315,10 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path)
     if model_args.original_preprocessing:  # the saved folder must preprocess as training did (SPEC §7)
         image_processor = processor.image_processor
-        side = image_processor.crop_size.height or image_processor.size.shortest_edge
-        image_processor.size = {"height": side, "width": side}
-        image_processor.do_center_crop, image_processor.do_normalize = False, False
-        image_processor.resample = PILImageResampling.BILINEAR
+        for key, value in original_image_processor_settings(input_side(image_processor)).items():
+            setattr(image_processor, key, value)
 
     if model_args.lora_r > 0:
         from peft import LoraConfig, get_peft_model
