@@ -329,7 +329,7 @@ def read_mafw(source: Path, benchmark, output: Path) -> Prepared:
 
 def read_afew(source: Path, benchmark, output: Path) -> Prepared:
     """AFEW 7.0 validation set: Val_AFEW/Class/CLIP/ frame folders (the released .avi files need their face frames
-    extracted first, see REPRODUCING.md); class folders Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise."""
+    extracted first, see the README section "Reproducing the paper"); class folders Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise."""
     val_dir = find_path(source, ["Val_AFEW", "Val", "validation", "AFEW_Face/validation"], "AFEW validation folder",
                         True)
     prepared = Prepared()
