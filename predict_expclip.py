@@ -523,6 +523,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _fail(message: str, status: int) -> int:
     print(f"expclip predict: error: {message}", file=sys.stderr)
     return status
@@ -596,8 +600,8 @@ def run(args: argparse.Namespace) -> int:
     predicted = sum(1 for r in records if r.get("label"))
     faces = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
-    summary = f"{len(items)} inputs: {predicted} predictions"
-    summary += f" ({faces} faces, {no_face} images without a face)" if args.faces else ""
+    summary = f"{_count(len(items), 'input')}: {_count(predicted, 'prediction')}"
+    summary += f" ({_count(faces, 'face')}, {_count(no_face, 'image')} without a face)" if args.faces else ""
     summary += f", {failed} failed" + (f"; results in {args.output}" if args.output else "")
     print(f"expclip predict: {summary}", file=sys.stderr)
     return 1 if failed else 0

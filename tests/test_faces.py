@@ -124,7 +124,7 @@ def test_faces_run_succeeds_and_counts_faces_in_the_summary(faces_run):
     result, _, _ = faces_run
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "expclip predict: 4 inputs: 4 predictions (4 faces, 1 images without a face), 0 failed")
+        "expclip predict: 4 inputs: 4 predictions (4 faces, 1 image without a face), 0 failed")
 
 
 def test_faces_run_reports_the_astronaut_face_box(faces_run):
