@@ -122,10 +122,16 @@ def test_convert_rejects_a_file_that_is_not_a_tensor_pickle(tmp_path, tiny_clip_
     not_a_pickle.write_text("these are not weights\n")
     code_pickle = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(CLIP_EMBED_DIM, 4), code_pickle)  # a pickled object: refused by weights_only
-    for path in (not_a_pickle, code_pickle, tmp_path / "missing.pth"):
+    reasons = {
+        not_a_pickle: "not a PyTorch checkpoint",
+        code_pickle: "pickles Python objects",
+        tmp_path / "missing.pth": "no such file",
+    }
+    for path, reason in reasons.items():
         assert main(["convert", str(path), "--clip", str(tiny_clip_dir), "--output", str(tmp_path / "out")]) == 1
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and error.startswith(f"expclip convert: {path}: ")
+        assert reason in error
     assert not (tmp_path / "out").exists()
 
 
