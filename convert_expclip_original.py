@@ -76,11 +76,12 @@ def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling failure means: not a plain tensor pickle
-        reason = f"{type(error).__name__}: {_first_line(error)}"
         if "Unsupported global" in str(error):
             reason = "it pickles Python objects, not only tensors; refused, loading it could run code"
-        elif "Weights only load failed" in str(error):
+        elif "Weights only load failed" in str(error):  # PyTorch's multi-line advice says nothing about this file
             reason = "not a PyTorch checkpoint"
+        else:
+            reason = f"not a PyTorch checkpoint: {type(error).__name__}: {_first_line(error)}"
         raise ConversionError(f"{path}: not a PyTorch state dict torch.load(weights_only=True) can read ({reason})")
     if not isinstance(state_dict, dict) or set(state_dict) != {ORIGINAL_HEAD_KEY}:
         found = ", ".join(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
