@@ -125,16 +125,23 @@ def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dty
             raise FileNotFoundError(f"{name_or_path}: no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} (safetensors only)")
         with safe_open(single, framework="pt") as f:
             weight_map = {key: SAFE_WEIGHTS_NAME for key in f.keys()}
-    missing = needed - set(weight_map)
+    source_key = {key: key for key in needed}
+    if "language_model.shared.weight" in needed and "language_model.shared.weight" not in weight_map:
+        # Some T5 checkpoints keep the tied input embedding only under the encoder's (or decoder's) name.
+        for alias in ("language_model.encoder.embed_tokens.weight", "language_model.decoder.embed_tokens.weight"):
+            if alias in weight_map:
+                source_key["language_model.shared.weight"] = alias
+                break
+    missing = {key for key in needed if source_key[key] not in weight_map}
     if missing:
         raise KeyError(f"{name_or_path}: checkpoint lacks {len(missing)} teacher tensors, e.g. {sorted(missing)[:3]}")
     by_shard: dict[str, list[str]] = {}
     for key in sorted(needed):
-        by_shard.setdefault(weight_map[key], []).append(key)
+        by_shard.setdefault(weight_map[source_key[key]], []).append(key)
     tensors = {}
     for shard, keys in by_shard.items():  # shards holding only decoder/LM-head tensors are never downloaded or opened
         with safe_open(cached_file(name_or_path, shard), framework="pt") as f:
             for key in keys:
                 keep_fp32 = key.startswith(("qformer.", "query_tokens"))
-                tensors[key] = f.get_tensor(key).to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
+                tensors[key] = f.get_tensor(source_key[key]).to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
     return tensors

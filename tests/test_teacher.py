@@ -79,6 +79,23 @@ def test_checkpoint_without_decoder_tensors_gives_the_same_targets(teacher, tiny
     torch.testing.assert_close(reloaded(photos_pixels), teacher(photos_pixels), atol=0, rtol=0)
 
 
+def test_checkpoint_storing_the_tied_embedding_under_the_encoders_name_loads(
+    teacher, tiny_blip2_dir, photos_pixels, tmp_path
+):
+    """T5 ties `shared` to the encoder's embed_tokens; a checkpoint that kept only the encoder's name still loads."""
+    renamed = tmp_path / "blip2-encoder-embeddings"
+    shutil.copytree(tiny_blip2_dir, renamed)
+    index = json.loads((renamed / "model.safetensors.index.json").read_text())
+    shard = index["weight_map"].pop("language_model.shared.weight")
+    tensors = load_file(renamed / shard)
+    tensors["language_model.encoder.embed_tokens.weight"] = tensors.pop("language_model.shared.weight")
+    save_file(tensors, renamed / shard, metadata={"format": "pt"})
+    index["weight_map"]["language_model.encoder.embed_tokens.weight"] = shard
+    (renamed / "model.safetensors.index.json").write_text(json.dumps(index))
+    reloaded = ExpCLIPTeacher.from_pretrained(str(renamed), device="cpu")
+    torch.testing.assert_close(reloaded(photos_pixels), teacher(photos_pixels), atol=0, rtol=0)
+
+
 def test_default_is_deterministic_eval_mode(teacher, photos_pixels):
     assert not teacher.training
     torch.testing.assert_close(teacher(photos_pixels), teacher(photos_pixels), atol=0, rtol=0)
