@@ -236,7 +236,8 @@ happiness.".
 from transformers import pipeline
 
 classifier = pipeline("zero-shot-image-classification", model="<this repo>", trust_remote_code=True)
-classifier("face.jpg", candidate_labels=["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear"])
+classifier("face.jpg", candidate_labels=["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear"],
+           hypothesis_template="a photo of a face with an expression of {{}}.")  # the paper's prompt (type3)
 ```
 
 ## Training
