@@ -23,11 +23,12 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import transformers
 from accelerate import PartialState
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from configuration_expclip import INSTRUCTION
+from expclip_eval.evaluate import uar_war_results
 from convert_expclip_original import original_image_processor_settings
 from features_expclip import (
     FeatureCacheSettings,
@@ -194,14 +195,8 @@ def build_model_card(config, model_name: str, hyperparameters: dict, dataset_ids
     evaluation results exist) and a short text."""
     results = []
     for row in eval_rows:
-        common = dict(task_type="zero-shot-image-classification", task_name="Zero-shot facial expression recognition",
-                      dataset_type=row["benchmark"], dataset_name=row["title"], dataset_split=row["split"])
-        results += [
-            EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(row["uar"], 2),
-                       metric_args={"average": "macro", "prompts": row["prompts"]}, **common),
-            EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(row["war"], 2),
-                       metric_args={"prompts": row["prompts"]}, **common),
-        ]
+        results += uar_war_results(row["uar"], row["war"], {"prompts": row["prompts"]}, dataset_type=row["benchmark"],
+                                   dataset_name=row["title"], dataset_split=row["split"])
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="zero-shot-image-classification",

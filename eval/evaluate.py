@@ -20,7 +20,7 @@ from pathlib import Path
 from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
-from .prepare import FRAME_EXTENSIONS, METADATA_FILE
+from .prepare import METADATA_FILE, frame_files
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 PROMPT_STUDY = ["type1", "type2", "type3", "type4", "type5"]  # the paper's prompt study, "--prompts all"
@@ -86,7 +86,7 @@ class BenchmarkPixels:
         folder = Path(item["path"])
         if not folder.is_dir():
             raise InputError(f"{folder}: no such frame folder")
-        frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+        frames = frame_files(folder)
         claimed = item["num_frames"] or len(frames)
         if len(frames) < claimed or not frames:
             raise InputError(f"{folder}: {len(frames)} frames, its list claims {claimed}")
@@ -234,29 +234,36 @@ def write_results_table(output: Path) -> Path:
     return path
 
 
+def uar_war_results(uar: float, war: float, metric_args: dict, **dataset) -> list:
+    """The model-index entries of one benchmark: UAR as macro `recall`, WAR as `accuracy` (both in %).
+
+    `dataset`: EvalResult's dataset_type / dataset_name / dataset_split (/ dataset_args)."""
+    from huggingface_hub import EvalResult
+
+    task = dict(task_type="zero-shot-image-classification", task_name="Zero-shot facial expression recognition")
+    return [
+        EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(uar, 2),
+                   metric_args={"average": "macro", **metric_args}, **task, **dataset),
+        EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(war, 2),
+                   metric_args=metric_args, **task, **dataset),
+    ]
+
+
 def update_model_card(model_dir: Path, model_name: str, benchmark, row: dict) -> Path:
     """Add (or replace) this benchmark's UAR and WAR in the folder's README.md `model-index`."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     readme = model_dir / "README.md"
     card = ModelCard.load(readme) if readme.is_file() else None
     data = ModelCardData(**card.data.to_dict()) if card is not None else ModelCardData()
     kept = [r for r in (data.eval_results or []) if r.dataset_type != benchmark.name]
-    common = dict(
-        task_type="zero-shot-image-classification",
-        task_name="Zero-shot facial expression recognition",
+    new = uar_war_results(
+        row["uar"], row["war"], {"prompts": row["prompts"], "ensemble": row["ensemble"]},
         dataset_type=benchmark.name,
         dataset_name=benchmark.title,
         dataset_split=benchmark.split,
         dataset_args={"folds": list(benchmark.folds), "reduction": "mean over folds"} if benchmark.folds else None,
     )
-    args = {"prompts": row["prompts"], "ensemble": row["ensemble"]}
-    new = [
-        EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(row["uar"], 2),
-                   metric_args={"average": "macro", **args}, **common),
-        EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(row["war"], 2),
-                   metric_args=args, **common),
-    ]
     data.eval_results = kept + new
     data.model_name = data.model_name or model_name
     if card is None:

@@ -108,6 +108,11 @@ def read_table(path: Path) -> list[list[str]]:
     return [line.split() for line in text.splitlines()]
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """A clip folder's frames, sorted by file name (the order the clip lists count them in)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+
+
 def add_clip(prepared, benchmark, clip_id, folder: Path, class_name, fold=0, claimed=None, where=""):
     """A clip given by its frame folder; checks the folder holds frames (and as many as a list claims)."""
     where = where or folder
@@ -115,7 +120,7 @@ def add_clip(prepared, benchmark, clip_id, folder: Path, class_name, fold=0, cla
         if folder.is_file() and folder.suffix.lower() in VIDEO_EXTENSIONS:
             return prepared.exclude(where, f"{folder} is a video file; extract its frames into a folder first")
         return prepared.exclude(where, f"no frame folder {folder}")
-    count = sum(1 for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+    count = len(frame_files(folder))
     if count == 0:
         return prepared.exclude(where, f"frame folder {folder} holds no frames")
     if claimed is not None and count < claimed:
