@@ -278,7 +278,8 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         use_projection: bool = True,
         batch_size: int = 256,
     ) -> ExpCLIPTextClassifier:
-        """Encode every class's prompts once; cached per label set, prompt set, ensemble mode and head use.
+        """Encode every class's prompts once; cached per label set, prompt set, ensemble mode, head use, tokenizer,
+        device and dtype.
 
         Defaults come from the config (the 7 basic expressions, type3 prompts, logit averaging)."""
         class_names = list(class_names or self.config.class_names)
@@ -288,9 +289,10 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         if ensemble not in ("logits", "embeddings"):
             raise ValueError(f"ensemble must be 'logits' or 'embeddings', got {ensemble!r}")
         prompts = build_class_prompts(class_names, prompt_templates, prompt_overrides)
-        device = self.projection.weight.device
+        device, dtype = self.projection.weight.device, self.projection.weight.dtype
         tokenizer_id = (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
-        key = (tuple(map(tuple, prompts)), tuple(class_names), ensemble, use_projection, tokenizer_id, str(device))
+        key = (tuple(map(tuple, prompts)), tuple(class_names), ensemble, use_projection, tokenizer_id, str(device),
+               str(dtype))
         if key in self._text_classifiers:
             return self._text_classifiers[key]
         flat = [prompt for class_prompts in prompts for prompt in class_prompts]

@@ -4,8 +4,12 @@
     python benchmarks/bench_faces.py --model DIR     # any Exp-CLIP folder
 
 The photos are scikit-image's sample scenes with 0-3 upscaled LFW faces pasted in (real faces, offline). The run goes
-through `ExpCLIPPredictor` exactly as the command does; its timers split the time into decoding, face detection and
-the model (preprocessing + `model.classify`).
+through `ExpCLIPPredictor` exactly as the command does, once with one reader thread and once with `--workers` (default:
+one per core, at most 8); its timers split the time into decoding, face detection, preprocessing (the image processor)
+and the model (`model.classify`). Reader threads overlap the first three with the model, so stage seconds are summed
+over threads and can add up to more than the wall-clock total.
+
+    python benchmarks/bench_faces.py [--images 100] [--workers N] [--no-faces]
 """
 
 import argparse
@@ -52,6 +56,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=None, help="reader threads of the second run (default: "
+                                                                  "one per core, at most 8)")
+    parser.add_argument("--no-faces", action="store_true", help="whole images, no face detection")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -59,7 +66,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from predict_expclip import ExpCLIPPredictor, collect_items
+    from predict_expclip import ExpCLIPPredictor, collect_items, default_workers
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -79,32 +86,39 @@ def main() -> None:
         photos.mkdir()
         pasted = write_photos(photos, args.images, (args.width, args.height))
 
-        predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size)
-        predictor([str(photos / "photo 000.jpg")], faces=True)  # warm-up: text classifier, first-call overheads
-        predictor.timings = dict.fromkeys(predictor.timings, 0.0)
-        items = collect_items([photos])
-        start = time.perf_counter()
-        records = [r for _, rs in predictor.predict(items, faces=True) for r in rs]
-        total = time.perf_counter() - start
+        faces = not args.no_faces
+        runs = []
+        for workers in dict.fromkeys((1, args.workers or default_workers())):
+            predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size,
+                                                         workers=workers)
+            predictor([str(photos / "photo 000.jpg")], faces=faces)  # warm-up: text classifier, first calls
+            predictor.timings = dict.fromkeys(predictor.timings, 0.0)
+            items = collect_items([photos])
+            start = time.perf_counter()
+            records = [r for _, rs in predictor.predict(items, faces=faces) for r in rs]
+            runs.append((workers, time.perf_counter() - start, dict(predictor.timings), records))
 
-    faces = sum(1 for r in records if r.get("kind") == "face")
+    found = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
     errors = sum(1 for r in records if r.get("error"))
-    other = total - sum(predictor.timings.values())
-    print(f"expclip predict --faces: {len(items)} photos of {args.width}x{args.height}, {pasted} faces pasted, "
-          f"model {'tiny (built here)' if args.model is None else args.model}, CPU, {torch.get_num_threads()} threads")
-    print(f"found {faces} faces, {no_face} photos without a face, {errors} errors")
+    print(f"expclip predict{' --faces' if faces else ''}: {len(items)} photos of {args.width}x{args.height}, "
+          f"{pasted} faces pasted, model {'tiny (built here)' if args.model is None else args.model}, CPU, "
+          f"{torch.get_num_threads()} torch threads")
+    if faces:
+        print(f"found {found} faces, {no_face} photos without a face, {errors} errors")
     print()
-    print(f"| {'stage':<24} | {'seconds':>8} | {'share':>6} | {'ms/photo':>9} |")
-    print(f"| {'-' * 24} | {'-' * 8}:| {'-' * 6}:| {'-' * 9}:|")
-    rows = [("decode (PIL, EXIF, RGB)", predictor.timings["decode"]),
-            ("face detection (Haar)", predictor.timings["detection"]),
-            ("model (preprocess+CLIP)", predictor.timings["model"]), ("other (crops, records)", other),
-            ("total", total)]
-    for name, seconds in rows:
-        print(f"| {name:<24} | {seconds:8.3f} | {100 * seconds / total:5.1f}% | {1000 * seconds / len(items):9.2f} |")
+    stages = [("decode", "decode (PIL, EXIF, RGB)"), ("detection", "face detection (Haar)"),
+              ("preprocess", "image processor"), ("model", "model.classify")]
+    print(f"| {'ms/photo (summed over threads)':<30} | " + " | ".join(f"{w} reader(s)" for w, *_ in runs) + " |")
+    print(f"| {'-' * 30} |" + "|".join("-" * 13 + ":" for _ in runs) + "|")
+    for key, name in stages:
+        print(f"| {name:<30} | " + " | ".join(f"{1000 * t[key] / len(items):12.2f}" for _, _, t, _ in runs) + " |")
+    print(f"| {'wall clock':<30} | " + " | ".join(f"{1000 * total / len(items):12.2f}" for _, total, _, _ in runs)
+          + " |")
     print()
-    print(f"throughput: {len(items) / total:.1f} photos/s, {faces / total:.1f} faces/s")
+    for workers, total, _, _ in runs:
+        print(f"{workers} reader thread(s): {len(items) / total:.1f} photos/s" + (f", {found / total:.1f} faces/s"
+                                                                                 if faces else ""))
 
 
 if __name__ == "__main__":

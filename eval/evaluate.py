@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
+from predict_expclip import DTYPES
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -324,7 +325,7 @@ def evaluate_benchmark(args) -> dict:
     if args.update_card and not Path(model_path).is_dir():
         raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
     try:
-        model = ExpCLIPModel.from_pretrained(model_path)
+        model = ExpCLIPModel.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
         raise EvaluateError(f"{model_path}: cannot load the model and its processor ({str(error).splitlines()[0]})")
@@ -394,6 +395,7 @@ def evaluate_benchmark(args) -> dict:
         "prepare_mismatches": metadata.get("mismatches", []),
         "prepare_num_excluded": metadata.get("num_excluded", 0),
         "ensemble": ensemble,
+        "dtype": args.dtype,
         "num_segments": num_segments if benchmark.is_video else None,
         "short_clip": args.short_clip if benchmark.is_video else None,
         "num_items": len(dataset),
@@ -433,6 +435,8 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=32, help="images or clips per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding images")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="model precision (default float32, as the paper; bfloat16/float16 are faster)")
     parser.add_argument("--model-name", help="row label of the model (default: the model folder's name)")
     parser.add_argument("--update-card", action="store_true",
                         help="write UAR/WAR into the model folder's README.md model-index")

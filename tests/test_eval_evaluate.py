@@ -261,6 +261,16 @@ def test_face_box_is_cropped_before_the_image_processor(tmp_path, tiny_expclip_d
     torch.testing.assert_close(pixel_values, expected[0])
 
 
+def test_bfloat16_run_records_its_dtype_and_scores_every_item(image_run, tmp_path, model_dir):
+    _, full, _, prepared = image_run
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", prepared, "--dtype", "bfloat16",
+                              "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "tiny-expclip" / "raf-db" / "results.json").read_text())
+    assert (results["dtype"], full["dtype"]) == ("bfloat16", "float32")
+    assert results["num_evaluated"] == full["num_evaluated"] and 0 <= results["rows"][0]["war"] <= 100
+
+
 def test_missing_data_folder_is_a_one_line_error(tmp_path, model_dir):
     result = evaluate_command("--model", model_dir, "--benchmark", "afew", "--data", tmp_path / "nowhere")
     assert result.returncode == 1

@@ -209,6 +209,16 @@ def test_classify_scores_clips_like_forward(model, tokenizer):
     assert torch.allclose(model.classify(clips, classifier, batch_size=2), expected, atol=1e-5)
 
 
+def test_text_classifier_cache_follows_a_dtype_change(tiny_expclip_dir, tokenizer):
+    model = ExpCLIPModel.from_pretrained(tiny_expclip_dir).eval()
+    full = model.text_classifier(tokenizer)
+    half = model.to(torch.bfloat16).text_classifier(tokenizer)
+    assert (full.prompt_embeds.dtype, half.prompt_embeds.dtype) == (torch.float32, torch.bfloat16)
+    assert torch.allclose(half.prompt_embeds.float(), full.prompt_embeds, atol=2e-2)
+    logits = model.classify(batch_of_images(2), half)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
 @pytest.mark.parametrize(
     "num_frames, short_clip, expected",
     [

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -55,6 +56,16 @@ def test_api_scores_are_the_batched_zero_shot_api_softmax(predictor, photo_dir, 
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
+def test_api_bfloat16_runs_the_model_in_bfloat16_with_scores_close_to_float32(predictor, photo_dir,
+                                                                              tiny_expclip_dir):
+    half = ExpCLIPPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", dtype="bfloat16", batch_size=2)
+    assert half.model.dtype == torch.bfloat16 and half.classifier.prompt_embeds.dtype == torch.bfloat16
+    paths = [str(p) for p in sorted(photo_dir.iterdir())]
+    for full, low in zip(predictor(paths), half(paths)):
+        assert sum(low["scores"].values()) == pytest.approx(1, abs=1e-5)
+        assert low["scores"] == pytest.approx(full["scores"], abs=2e-2)
+
+
 def test_api_bad_input_gives_an_error_dict_not_an_exception(predictor, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     results = predictor([str(tmp_path / "broken.jpg"), str(tmp_path / "absent.png")])
@@ -62,6 +73,34 @@ def test_api_bad_input_gives_an_error_dict_not_an_exception(predictor, tmp_path)
         {"source": str(tmp_path / "broken.jpg"), "kind": "image", "error": f"{tmp_path / 'broken.jpg'}: not an image PIL can read"},
         {"source": str(tmp_path / "absent.png"), "kind": "error", "error": f"{tmp_path / 'absent.png'}: no such file or directory"},
     ]
+
+
+class ThreadRecordingPredictor(ExpCLIPPredictor):
+    """Notes which thread read each image."""
+
+    def _read_image(self, item, faces):
+        self.readers.add(threading.current_thread().name)
+        return super()._read_image(item, faces)
+
+
+@pytest.mark.parametrize("faces", [False, True])
+def test_reader_threads_give_the_records_of_one_thread_in_input_order(tiny_expclip_dir, photo_dir, tmp_path, faces):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    photos = [str(p) for p in sorted(photo_dir.iterdir())]
+    sources = (photos + [str(tmp_path / "broken.jpg"), str(tmp_path / "absent.png")]) * 3  # 15 items, 8 batches
+    runs = {}
+    for workers in (1, 3):
+        predictor = ThreadRecordingPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2,
+                                                             workers=workers)
+        predictor.readers = set()
+        runs[workers] = predictor(sources, faces=faces)
+        assert predictor.readers and all(name.startswith("expclip-read") for name in predictor.readers)
+    one, three = runs[1], runs[3]
+    assert [(r["source"], r.get("error"), r.get("box")) for r in three] == [
+        (r["source"], r.get("error"), r.get("box")) for r in one]
+    assert sum("error" in r for r in three) == 6 and sum(r.get("label") is not None for r in three) >= 6
+    for a, b in zip(one, three):
+        assert a.get("scores") == pytest.approx(b.get("scores"), abs=1e-6)
 
 
 def test_api_feeds_the_model_the_exif_rotated_image(predictor, tmp_path):
@@ -163,6 +202,7 @@ def test_jsonl_with_custom_labels_and_prompt_set(photo_dir, tiny_expclip_dir):
     (["--prompts", "a photo of a face"], "has no '{}' for the class name"),
     (["--faces", "--detector", "yunet"], "--detector yunet needs --detector-model"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--workers", "0"], "--workers must be at least 1"),
 ])
 def test_invalid_option_is_refused_before_any_work_with_exit_2(tmp_path, photo_dir, options, message):
     # The model folder does not exist: refusing the option first proves nothing was loaded.
@@ -179,6 +219,14 @@ def test_unloadable_model_is_one_line_and_exit_1(tmp_path, photo_dir):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"expclip predict: error: cannot load the model '{tmp_path / 'not-a-model'}'")
+
+
+def test_dtype_option_runs_in_bfloat16_and_refuses_an_unknown_precision(tmp_path, photo_dir, tiny_expclip_dir):
+    result = predict(photo_dir, "--model", tiny_expclip_dir, "--dtype", "bfloat16", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [r["label"] is not None for r in json.loads(result.stdout)] == [True] * 3
+    refused = predict(photo_dir, "--model", tmp_path / "no-model", "--dtype", "float8")
+    assert refused.returncode == 2 and "invalid choice: 'float8'" in refused.stderr
 
 
 def test_unknown_device_is_refused_with_exit_2(tmp_path, photo_dir):
