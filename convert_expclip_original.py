@@ -28,6 +28,7 @@ from huggingface_hub import constants
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
 
 from modeling_expclip import ExpCLIPModel
+from predict_expclip import first_line
 
 ORIGINAL_HEAD_KEY = "mlp.weight"
 ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
@@ -47,11 +48,6 @@ class ConversionError(ValueError):
 
 class ModelFetchError(RuntimeError):
     """The default model could not be fetched; the message is one line saying what, and how to use a local folder."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def original_image_processor_settings(image_size: int) -> dict:
@@ -81,7 +77,7 @@ def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
         elif "Weights only load failed" in str(error):  # PyTorch's multi-line advice says nothing about this file
             reason = "not a PyTorch checkpoint"
         else:
-            reason = f"not a PyTorch checkpoint: {type(error).__name__}: {_first_line(error)}"
+            reason = f"not a PyTorch checkpoint: {type(error).__name__}: {first_line(error)}"
         raise ConversionError(f"{path}: not a PyTorch state dict torch.load(weights_only=True) can read ({reason})")
     if not isinstance(state_dict, dict) or set(state_dict) != {ORIGINAL_HEAD_KEY}:
         found = ", ".join(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
@@ -130,7 +126,7 @@ def convert_original_head(
         model_type = CLIPConfig.get_config_dict(clip_name_or_path)[0].get("model_type")
         clip_config = CLIPConfig.from_pretrained(clip_name_or_path)
     except (OSError, ValueError) as error:
-        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
+        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({first_line(error)})")
     if model_type not in ("clip", "expclip"):  # transformers reads a folder without config.json as default CLIP
         found = f"model_type {model_type!r}" if model_type else "no config.json"
         raise ConversionError(f"{clip_name_or_path}: not a CLIP checkpoint ({found}); --clip needs a CLIP model")
@@ -141,7 +137,7 @@ def convert_original_head(
         image_size = clip_config.vision_config.image_size
         image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path, **original_image_processor_settings(image_size))
     except (OSError, ValueError) as error:
-        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({_first_line(error)})")
+        raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({first_line(error)})")
     with torch.no_grad():
         model.projection.weight.copy_(weight)
     # Provenance (SPEC §3, §7): the released heads were trained with the teacher's dropout left on.
@@ -219,7 +215,7 @@ def resolve_model(model: str | None = None) -> str:
             if isinstance(error, urllib.error.HTTPError):
                 reason = f"HTTP {error.code} {error.reason}"
             else:
-                reason = _first_line(getattr(error, "reason", None) or error)
+                reason = first_line(getattr(error, "reason", None) or error)
             raise ModelFetchError(f"{alias}: could not download the Exp-CLIP head {head_url} ({reason}); {hint}")
         try:
             convert_original_head(head_path, clip_name_or_path, folder, overwrite=True, source=head_url)

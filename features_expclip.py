@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from configuration_expclip import INSTRUCTION
 from convert_expclip_original import original_image_processor_settings
-from predict_expclip import IMAGE_EXTENSIONS, InputError, load_image
+from predict_expclip import IMAGE_EXTENSIONS, InputError, first_line, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def read_image(item: ImageItem) -> Image.Image:
                 image.load()
                 return load_image(image)
         except (OSError, SyntaxError, ValueError) as error:
-            raise InputError(f"{item.name}: not a readable image ({str(error).splitlines()[0] or type(error).__name__})")
+            raise InputError(f"{item.name}: not a readable image ({first_line(error)})")
     if cell.get("path"):
         return load_image(cell["path"])  # its message names the file
     raise InputError(f"{item.name}: no image data (empty cell)")

@@ -75,11 +75,11 @@ def load_image(source) -> Image.Image:
             image.load()
             return to_rgb(image)
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: refused, image too large ({error})".splitlines()[0])
+        raise InputError(f"{path}: refused, image too large ({first_line(error)})")
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image PIL can read")
     except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: corrupt or truncated image ({str(error).splitlines()[0] if str(error) else type(error).__name__})")
+        raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})")
 
 
 # ----- label sets and prompt sets -------------------------------------------------------------------------------------
@@ -157,9 +157,15 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
     return items
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    text = first_line(error)
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
 # ----- the predictor ---------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from features_expclip import (
     read_image,
 )
 from modeling_expclip import ExpCLIPModel, contrastive_loss
-from predict_expclip import InputError
+from predict_expclip import InputError, first_line
 from teacher_expclip import DEFAULT_TEACHER
 
 logger = logging.getLogger("train_expclip")
@@ -387,5 +387,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except (InputError, OSError) as error:  # bad data or a missing checkpoint: one line, no traceback
-        print(f"train_expclip: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"train_expclip: error: {first_line(error)}", file=sys.stderr)
         sys.exit(2)

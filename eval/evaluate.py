@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
-from predict_expclip import DTYPES
+from predict_expclip import DTYPES, first_line
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -63,7 +63,7 @@ class BenchmarkPixels:
             pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
             return index, pixel_values if self.video else pixel_values[0], None
         except InputError as error:
-            return index, None, str(error).splitlines()[0]
+            return index, None, first_line(error)
 
     def load_face(self, item):
         image = self.load(item["path"])
@@ -288,7 +288,7 @@ def resolve_model_path(model: str | None) -> str:
     try:
         return resolve_model(model)
     except ModelFetchError as error:
-        raise EvaluateError(str(error).splitlines()[0])
+        raise EvaluateError(first_line(error))
 
 
 def load_prepared(data: Path, benchmark):
@@ -304,7 +304,7 @@ def load_prepared(data: Path, benchmark):
     try:
         dataset = datasets.load_from_disk(str(data))
     except (FileNotFoundError, ValueError) as error:
-        raise EvaluateError(f"{data}: not a prepared dataset ({str(error).splitlines()[0]})")
+        raise EvaluateError(f"{data}: not a prepared dataset ({first_line(error)})")
     missing = {"id", "path", "label"} - set(dataset.column_names)
     if missing:
         raise EvaluateError(f"{data}: the dataset lacks column(s) {', '.join(sorted(missing))}")
@@ -328,7 +328,7 @@ def evaluate_benchmark(args) -> dict:
         model = ExpCLIPModel.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
-        raise EvaluateError(f"{model_path}: cannot load the model and its processor ({str(error).splitlines()[0]})")
+        raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     model_name = args.model_name or Path(model_path).name

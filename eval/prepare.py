@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from predict_expclip import first_line
+
 from .benchmarks import UnknownBenchmarkError, check_prepared, get_benchmark
 
 METADATA_FILE = "expclip_prepare.json"
@@ -171,7 +173,7 @@ def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
             try:
                 code = str(np.load(npy, allow_pickle=False).item())
             except (ValueError, OSError) as error:
-                prepared.exclude(npy, f"unreadable annotation ({str(error).splitlines()[0]})")
+                prepared.exclude(npy, f"unreadable annotation ({first_line(error)})")
                 continue
             entries.append((npy, source / "val_set" / "images" / f"{number}.jpg", code, ()))  # already face crops
     else:

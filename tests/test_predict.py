@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import run_command
-from predict_expclip import ExpCLIPPredictor, load_image, parse_prompts
+from predict_expclip import ExpCLIPPredictor, first_line, load_image, parse_prompts
 
 
 def predict(*args, env=None):
@@ -126,6 +126,15 @@ def test_api_custom_labels_and_templates_change_the_label_set(tiny_expclip_dir, 
 def test_api_refuses_bad_labels_before_loading_anything():
     with pytest.raises(ValueError, match="duplicate labels: joy"):
         ExpCLIPPredictor.from_pretrained("/nonexistent/model", labels=["joy", "calm", "joy"])
+
+
+@pytest.mark.parametrize("error, expected", [
+    (OSError("cannot identify\n  at line 3"), "cannot identify"),
+    (OSError(), "OSError"),
+    (ValueError("   "), "ValueError"),
+])
+def test_error_messages_are_cut_to_their_first_line_or_named_by_type(error, expected):
+    assert first_line(error) == expected
 
 
 def test_prompts_option_names_a_set_or_lists_templates():
