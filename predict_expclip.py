@@ -274,9 +274,10 @@ class ExpCLIPPredictor:
 
     # ----- images ---------------------------------------------------------------------------------------------------
 
-    def _read_image(self, item: Item, faces: bool):
+    def _read_image(self, item: Item, faces: bool, keep_image: bool = True):
         """Decode one image, find its faces (all of it without `faces`), cut and preprocess them: the work of a
-        reader thread. Returns (image, boxes, pixel values or None); raises on a bad input."""
+        reader thread. Returns (the image, or None unless `keep_image`, boxes, pixel values or None); raises on a
+        bad input."""
         start = time.perf_counter()
         try:
             image = load_image(item.source)
@@ -284,10 +285,10 @@ class ExpCLIPPredictor:
             self._timed("decode", start)
         boxes = self.detect_faces(image) if faces else [None]
         crops = [image if box is None else crop_face(image, box, self.face_margin) for box in boxes]
-        return image, boxes, (self._preprocess(crops) if crops else None)
+        return image if keep_image else None, boxes, (self._preprocess(crops) if crops else None)
 
     def _predict_images(self, items: list[Item], reads: list) -> list[tuple[Item, Image.Image | None, list[dict]]]:
-        """One batch of image items and their reads -> (item, the RGB image, its records), one `model.classify`."""
+        """One batch of image items and their reads -> (item, the image if kept, its records): one model call."""
         import torch
 
         loaded, pixel_values, owners = [], [], []
@@ -369,11 +370,14 @@ class ExpCLIPPredictor:
                 batch.append(items[position + len(batch)])
             batches.append(batch)
             position += len(batch)
+        keep = annotate_dir is not None
         with ThreadPoolExecutor(self.workers, thread_name_prefix="expclip-read") as readers:
             def read(batch):  # futures of each image's read, or None for a video or an error item
                 if batch[0].kind != "image":
                     return None
-                return [readers.submit(self._guarded, item, debug, self._read_image, item, faces) for item in batch]
+                # Decoded photos are kept only to be annotated: two batches of 12-megapixel photos would be 2 GB.
+                return [readers.submit(self._guarded, item, debug, self._read_image, item, faces, keep)
+                        for item in batch]
 
             ahead = read(batches[0]) if batches else None
             for number, batch in enumerate(batches):

@@ -78,9 +78,9 @@ def test_api_bad_input_gives_an_error_dict_not_an_exception(predictor, tmp_path)
 class ThreadRecordingPredictor(ExpCLIPPredictor):
     """Notes which thread read each image."""
 
-    def _read_image(self, item, faces):
+    def _read_image(self, *args):
         self.readers.add(threading.current_thread().name)
-        return super()._read_image(item, faces)
+        return super()._read_image(*args)
 
 
 @pytest.mark.parametrize("faces", [False, True])
