@@ -371,18 +371,21 @@ class ExpCLIPPredictor:
             batches.append(batch)
             position += len(batch)
         keep = annotate_dir is not None
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="expclip-read") as readers:
-            def read(batch):  # futures of each image's read, or None for a video or an error item
-                if batch[0].kind != "image":
-                    return None
-                # Decoded photos are kept only to be annotated: two batches of 12-megapixel photos would be 2 GB.
-                return [readers.submit(self._guarded, item, debug, self._read_image, item, faces, keep)
-                        for item in batch]
+        readers = ThreadPoolExecutor(self.workers, thread_name_prefix="expclip-read")
 
+        def read(batch):  # futures of each image's read, or None for a video or an error item
+            if batch[0].kind != "image":
+                return None
+            # Decoded photos are kept only to be annotated: two batches of 12-megapixel photos would be 2 GB.
+            return [readers.submit(self._guarded, item, debug, self._read_image, item, faces, keep) for item in batch]
+
+        try:
             ahead = read(batches[0]) if batches else None
             for number, batch in enumerate(batches):
                 reads, ahead = ahead, (read(batches[number + 1]) if number + 1 < len(batches) else None)
                 yield from self._finish(batch, reads, faces, timeline_dir, annotate_dir, annotated, progress, debug)
+        finally:  # also on Ctrl-C or when the caller stops early: reads not yet started are dropped
+            readers.shutdown(cancel_futures=True)
 
     def _finish(self, batch, reads, faces, timeline_dir, annotate_dir, annotated, progress, debug):
         """Classify one batch (images: their reads' results; a video; an error item) and yield (item, records)."""

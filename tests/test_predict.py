@@ -3,8 +3,11 @@
 import csv
 import io
 import json
+import signal
+import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import run_command
-from predict_expclip import ExpCLIPPredictor, first_line, load_image, parse_prompts
+from predict_expclip import ExpCLIPPredictor, collect_items, first_line, load_image, parse_prompts
 
 
 def predict(*args, env=None):
@@ -101,6 +104,22 @@ def test_reader_threads_give_the_records_of_one_thread_in_input_order(tiny_expcl
     assert sum("error" in r for r in three) == 6 and sum(r.get("label") is not None for r in three) >= 6
     for a, b in zip(one, three):
         assert a.get("scores") == pytest.approx(b.get("scores"), abs=1e-6)
+
+
+class SlowReadingPredictor(ExpCLIPPredictor):
+    def _read_image(self, *args):
+        time.sleep(0.05)
+        self.reads += 1
+        return super()._read_image(*args)
+
+
+def test_stopping_early_drops_the_reads_not_yet_started(tiny_expclip_dir, photo_dir):
+    predictor = SlowReadingPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=8, workers=1)
+    predictor.reads = 0
+    results = predictor.predict(collect_items([str(photo_dir / "astronaut.jpg")] * 24))
+    next(results)
+    results.close()  # batch 1 is done and batch 2 read ahead: 8 reads queued, about one of them started
+    assert 8 < predictor.reads < 16
 
 
 def test_api_feeds_the_model_the_exif_rotated_image(predictor, tmp_path):
@@ -236,6 +255,20 @@ def test_dtype_option_runs_in_bfloat16_and_refuses_an_unknown_precision(tmp_path
     assert [r["label"] is not None for r in json.loads(result.stdout)] == [True] * 3
     refused = predict(photo_dir, "--model", tmp_path / "no-model", "--dtype", "float8")
     assert refused.returncode == 2 and "invalid choice: 'float8'" in refused.stderr
+
+
+def test_ctrl_c_stops_the_run_with_one_line_and_status_130(tmp_path, tiny_expclip_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(5000):  # far more than the run can get through before the signal
+        Image.fromarray(np.full((8, 8, 3), i % 256, np.uint8)).save(folder / f"{i:04d}.png")
+    command = [sys.executable, "-m", "cli_expclip", "predict", str(folder), "--model", str(tiny_expclip_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "expclip predict: interrupted" and "Traceback" not in stderr
 
 
 def test_unknown_device_is_refused_with_exit_2(tmp_path, photo_dir):
