@@ -202,6 +202,9 @@ def main():
                 + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
                 + f"; max |probability difference| vs the pipeline {difference:.1e}"
             )
+            best = max(r[4] for r in rows if r[0] == prompt_set and not r[1].startswith("HF"))
+            notes.append(f"{prompt_set}: issue 2's target, >= 5x the one-image-per-call pipeline: {best:.2f}x, "
+                         + ("met" if best >= 5 else "not met"))
 
     on_gpu = args.device.startswith("cuda")
     device = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} CPU threads"
