@@ -199,7 +199,8 @@ class ExpCLIPPredictor:
         self.num_segments = int(getattr(model.config, "num_segments", 16))
         self.workers = workers
         self.timings = {"decode": 0.0, "detection": 0.0, "preprocess": 0.0, "model": 0.0}  # seconds, summed over
-        self._lock = threading.Lock()  # threads; the lock guards them and the detector (OpenCV's is not thread-safe)
+        self._timings_lock = threading.Lock()  # threads
+        self._detector_lock = threading.Lock()  # OpenCV's detectors are not thread-safe
         self._timeline_stems = set()
 
     @classmethod
@@ -234,7 +235,7 @@ class ExpCLIPPredictor:
         )["pixel_values"]
 
     def _timed(self, stage: str, start: float) -> None:
-        with self._lock:
+        with self._timings_lock:
             self.timings[stage] += time.perf_counter() - start
 
     def _preprocess(self, images: list[Image.Image]):
@@ -261,10 +262,10 @@ class ExpCLIPPredictor:
         return self._probabilities(self._preprocess(frames).unsqueeze(0))[0]
 
     def detect_faces(self, image: Image.Image):
-        with self._lock:  # one detection at a time; OpenCV spreads each one over the cores itself
+        with self._detector_lock:  # one detection at a time; OpenCV spreads each one over the cores itself
             start = time.perf_counter()
             boxes = self.detector.detect(np.asarray(image))
-            self.timings["detection"] += time.perf_counter() - start
+        self._timed("detection", start)
         return boxes
 
     def _record(self, item: Item, kind: str, probs: np.ndarray, **extra) -> dict:

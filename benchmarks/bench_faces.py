@@ -87,13 +87,13 @@ def main() -> None:
         pasted = write_photos(photos, args.images, (args.width, args.height))
 
         faces = not args.no_faces
+        items = collect_items([photos])
         runs = []
         for workers in dict.fromkeys((1, args.workers or default_workers())):
             predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size,
                                                          workers=workers)
             predictor([str(photos / "photo 000.jpg")], faces=faces)  # warm-up: text classifier, first calls
             predictor.timings = dict.fromkeys(predictor.timings, 0.0)
-            items = collect_items([photos])
             start = time.perf_counter()
             records = [r for _, rs in predictor.predict(items, faces=faces) for r in rs]
             runs.append((workers, time.perf_counter() - start, dict(predictor.timings), records))

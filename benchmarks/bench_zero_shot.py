@@ -38,7 +38,7 @@ from transformers import logging, pipeline
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
 from modeling_expclip import ExpCLIPModel, build_class_prompts
-from predict_expclip import ExpCLIPPredictor, default_workers
+from predict_expclip import DTYPES, ExpCLIPPredictor, default_workers
 
 
 def word_level_clip_tokenizer(texts) -> CLIPTokenizer:
@@ -151,7 +151,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="precision of both sides (default float32)")
     parser.add_argument("--device", default="cpu", help="device of both sides (default cpu)")
     args = parser.parse_args()
@@ -169,11 +169,11 @@ def main():
         tokenizer = classifier.tokenizer
         processor = AutoProcessor.from_pretrained(folder)
         image_processor = processor.image_processor
+        workers = default_workers()
 
         for prompt_set, count in (("type3", args.images), ("type5", args.ensemble_images)):
             images = photos(count)
             timings = []
-            workers = default_workers()
             for variant, num_workers in ((None, None), (batch, None), (batch, workers)):
                 # One image per call re-encodes every prompt for every image: few images suffice to time it.
                 single = args.single_images if prompt_set == "type3" else max(1, args.single_images // 4)
@@ -191,7 +191,7 @@ def main():
             timings.append((f"Exp-CLIP batched API, batch_size={batch}", count, seconds))
             difference = (expected - scores).abs().max().item()
             seconds, records = best_of(args.repeats, lambda ims: predictor_probabilities(
-                model, processor, ims, prompt_set, batch), images)
+                model, processor, ims, prompt_set, batch, workers), images)
             timings.append((f"ExpCLIPPredictor, {workers} reader threads", count, seconds))
             difference = max(difference, (expected - records).abs().max().item())
             single_rate, batched_rate = (n / s for _, n, s in timings[:2])
