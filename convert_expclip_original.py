@@ -27,8 +27,8 @@ import torch
 from huggingface_hub import constants
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
 
+from inputs_expclip import first_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel
-from predict_expclip import first_line
 
 ORIGINAL_HEAD_KEY = "mlp.weight"
 ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
@@ -48,19 +48,6 @@ class ConversionError(ValueError):
 
 class ModelFetchError(RuntimeError):
     """The default model could not be fetched; the message is one line saying what, and how to use a local folder."""
-
-
-def original_image_processor_settings(image_size: int) -> dict:
-    """Image-processor settings of the original (SPEC §4, §7): the released heads expect exactly these inputs."""
-    return dict(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},  # straight to a square, aspect ratio not kept
-        resample=2,  # PIL bilinear, as torchvision's Resize((224, 224)) in the original
-        do_center_crop=False,
-        do_rescale=True,  # to [0, 1]
-        do_normalize=False,  # quirk of the original: no CLIP mean/std normalisation
-        do_convert_rgb=True,
-    )
 
 
 def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:

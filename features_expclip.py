@@ -35,8 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configuration_expclip import INSTRUCTION
-from convert_expclip_original import original_image_processor_settings
-from predict_expclip import IMAGE_EXTENSIONS, InputError, first_line, load_image
+from inputs_expclip import IMAGE_EXTENSIONS, InputError, first_line, load_image, original_image_processor_settings
 
 logger = logging.getLogger(__name__)
 

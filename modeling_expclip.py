@@ -20,7 +20,6 @@ from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-
 try:  # inside a saved Hub folder (trust_remote_code) the config is a sibling module
     from .configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS, ExpCLIPConfig
 except ImportError:  # installed with the package as a top-level module

@@ -3,8 +3,8 @@
     from predict_expclip import ExpCLIPPredictor
     ExpCLIPPredictor.from_pretrained("path/to/model")(["photo.jpg", "clip.mp4"], faces=True)
 
-Every input is read by `load_image` (any PIL mode -> RGB, EXIF rotation applied); a bad one becomes a one-line
-`InputError` that names it, and the rest goes on.
+Every input is read by `inputs_expclip.load_image`; a bad one becomes a one-line `InputError` that names it, and the
+rest goes on.
 """
 
 import argparse
@@ -22,65 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from faces_expclip import crop_face
-
-# Every extension PIL can open counts as an image when walking folders.
-IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
-DTYPES = ("float32", "bfloat16", "float16")  # --dtype choices (predict, evaluate)
-
-
-class InputError(Exception):
-    """A bad input item: the message is one line that names the item and says what is wrong."""
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: EXIF rotation applied, alpha composited on white, 16-bit scaled down."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
-def load_image(source) -> Image.Image:
-    """A path, PIL image or HxWx3 array -> RGB PIL image; raises `InputError` with a one-line reason.
-
-    PIL's decompression-bomb limit stays on. Animated images give their first frame."""
-    if isinstance(source, Image.Image):
-        return to_rgb(source)
-    if isinstance(source, np.ndarray):
-        try:
-            return to_rgb(Image.fromarray(source))
-        except (TypeError, ValueError) as error:
-            raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    try:
-        with Image.open(path) as image:
-            image.seek(0)
-            image.load()
-            return to_rgb(image)
-    except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: refused, image too large ({first_line(error)})")
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image PIL can read")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})")
-
+from inputs_expclip import DTYPES, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, load_image, one_line
 
 # ----- label sets and prompt sets -------------------------------------------------------------------------------------
 
@@ -127,8 +72,6 @@ class Item:
 def collect_items(sources, frames: bool = False) -> list[Item]:
     """Paths, folders (walked recursively, sorted), PIL images and arrays -> items. With `frames`, each folder is one
     video whose frames are its images. Problems become "error" items so the rest still runs."""
-    from video_expclip import VIDEO_EXTENSIONS
-
     items = []
     for position, source in enumerate(sources):
         if isinstance(source, Image.Image):
@@ -155,17 +98,6 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
         else:
             items.append(Item(path, str(path), "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"))
     return items
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type's name when the message is empty."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def _one_line(error: BaseException) -> str:
-    text = first_line(error)
-    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
 # ----- the predictor ---------------------------------------------------------------------------------------------------
@@ -414,7 +346,7 @@ class ExpCLIPPredictor:
         except Exception as error:  # noqa: BLE001 -- one bad item must not stop the rest
             if debug:
                 traceback.print_exc()
-            reason = str(error) if isinstance(error, InputError) else f"{item.name}: {_one_line(error)}"
+            reason = str(error) if isinstance(error, InputError) else f"{item.name}: {one_line(error)}"
             return {"source": item.name, "kind": item.kind, "error": reason}
 
     def __call__(self, sources, faces: bool = False, frames: bool = False, timeline_dir=None, annotate_dir=None):
@@ -637,7 +569,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {_one_line(error)}", 1)
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
 
     items = collect_items(args.paths, frames=args.frames)
     records, failed = [], 0
@@ -661,7 +593,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 -- a failure of the run itself (model, output file): one line
         if args.debug:
             raise
-        return _fail(_one_line(error), 1)
+        return _fail(one_line(error), 1)
     predicted = sum(1 for r in records if r.get("label"))
     faces = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")

@@ -23,13 +23,12 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import transformers
 from accelerate import PartialState
+from expclip_eval.evaluate import uar_war_results
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from configuration_expclip import INSTRUCTION
-from expclip_eval.evaluate import uar_war_results
-from convert_expclip_original import original_image_processor_settings
 from features_expclip import (
     FeatureCacheSettings,
     build_feature_cache,
@@ -39,8 +38,8 @@ from features_expclip import (
     pixel_values,
     read_image,
 )
+from inputs_expclip import InputError, first_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel, contrastive_loss
-from predict_expclip import InputError, first_line
 from teacher_expclip import DEFAULT_TEACHER
 
 logger = logging.getLogger("train_expclip")

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from predict_expclip import IMAGE_EXTENSIONS, InputError, load_image
+from inputs_expclip import IMAGE_EXTENSIONS, InputError, load_image
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log lines would break the one-line rule
 import cv2  # noqa: E402
 
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 MAX_TIMELINE_POINTS = 600  # a frame folder's per-frame timeline is thinned to this many points
 
 

@@ -72,8 +72,8 @@ def main() -> None:
         scratch = Path(scratch)
         model = args.model
         if model is None:
-            from transformers import AutoProcessor
             from tiny_models import save_tiny_clip
+            from transformers import AutoProcessor
 
             from modeling_expclip import ExpCLIPModel
 

@@ -69,8 +69,8 @@ def build_teacher(config: Blip2Config, device: str, dtype: torch.dtype):
 
 
 def build_clip(config: CLIPConfig, device: str, dtype: torch.dtype = torch.float32):
-    from modeling_expclip import ExpCLIPModel
     from configuration_expclip import ExpCLIPConfig
+    from modeling_expclip import ExpCLIPModel
 
     with torch.device("meta"):
         model = ExpCLIPModel(ExpCLIPConfig(clip_config=config.to_dict()), clip=CLIPModel(config))
@@ -98,16 +98,17 @@ def bench_head_training(num_pairs: int, clip_dim: int = 768, target_dim: int = 4
     """Seconds for `epochs` of the paper's head training on `num_pairs` cached pairs, through train_expclip's path.
 
     Returns (seconds, first logged loss, last logged loss)."""
+    import functools
+
     import datasets
     from datasets import Dataset, load_from_disk
     from datasets.table import InMemoryTable
-    from transformers import Trainer
     from tiny_models import tiny_clip_config
+    from transformers import Trainer
 
-    from modeling_expclip import ExpCLIPModel
     from configuration_expclip import ExpCLIPConfig
+    from modeling_expclip import ExpCLIPModel
     from train_expclip import ExpCLIPTrainingArguments, global_contrastive_loss
-    import functools
 
     rng = np.random.default_rng(0)
     targets = rng.standard_normal((num_pairs, target_dim), dtype=np.float32)

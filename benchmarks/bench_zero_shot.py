@@ -33,12 +33,21 @@ import numpy as np
 import torch
 from PIL import Image
 from tokenizers import pre_tokenizers
-from transformers import AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-from transformers import logging, pipeline
+from transformers import (
+    AutoProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+    logging,
+    pipeline,
+)
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
+from inputs_expclip import DTYPES
 from modeling_expclip import ExpCLIPModel, build_class_prompts
-from predict_expclip import DTYPES, ExpCLIPPredictor, default_workers
+from predict_expclip import ExpCLIPPredictor, default_workers
 
 
 def word_level_clip_tokenizer(texts) -> CLIPTokenizer:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
-from predict_expclip import DTYPES, first_line
+from inputs_expclip import DTYPES, InputError, first_line, load_image
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -53,7 +53,6 @@ class BenchmarkPixels:
         return len(self.dataset)
 
     def __getitem__(self, index):
-        from predict_expclip import InputError
 
         item = self.dataset[index]
         try:
@@ -75,14 +74,12 @@ class BenchmarkPixels:
 
     @staticmethod
     def load(path):
-        from predict_expclip import load_image
 
         return load_image(path)
 
     def frame_paths(self, item) -> list[Path]:
         """The clip's `num_segments` frames: SPEC §5 test sampling over the frame count its list gives."""
         from modeling_expclip import sample_segment_indices
-        from predict_expclip import InputError
 
         folder = Path(item["path"])
         if not folder.is_dir():

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from predict_expclip import first_line
+from inputs_expclip import first_line
 
 from .benchmarks import UnknownBenchmarkError, check_prepared, get_benchmark
 

@@ -1,23 +1,36 @@
 """Shared fixtures: tiny real-architecture models saved to folders, real photos from scikit-image."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+# Tests never touch the user's real caches: Hugging Face, the default-model cache, matplotlib and XDG caches all
+# live in one temporary folder for this run (subprocesses inherit it through the environment).
+_CACHE_ROOT = Path(tempfile.mkdtemp(prefix="expclip-tests-cache-"))
+atexit.register(shutil.rmtree, _CACHE_ROOT, True)
+for _name in ("HF_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR", "TORCH_HOME"):
+    os.environ[_name] = str(_CACHE_ROOT / _name.lower())
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HF_DATASETS_CACHE", None)
+os.environ.pop("EXPCLIP_CACHE", None)
+# Nothing may be fetched from the network in tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import save_tiny_clip  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Nothing may be fetched from the network in tests.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from transformers import AutoModel, AutoProcessor, CLIPModel, CLIPTokenizer
-
 from conftest import run_command
+from PIL import Image
 from tiny_models import CLIP_EMBED_DIM, IMAGE_SIZE
+from transformers import AutoModel, AutoProcessor, CLIPModel, CLIPTokenizer
 
 EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
 PROJECTION_DIM = 24

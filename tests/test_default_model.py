@@ -11,10 +11,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from tiny_models import CLIP_EMBED_DIM
 
 from convert_expclip_original import ModelFetchError, resolve_model
 from modeling_expclip import ExpCLIPModel
-from tiny_models import CLIP_EMBED_DIM
 
 
 class CountingHandler(SimpleHTTPRequestHandler):

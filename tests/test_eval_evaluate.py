@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import datasets
+import fake_releases as fake
 import numpy as np
 import pytest
 import torch
 from conftest import run_command
-from PIL import Image
-
-import fake_releases as fake
 from expclip_eval.prepare import prepare
+from PIL import Image
 
 BENCHMARK_COLUMNS = "| model | RAF-DB | AffectNet-7 | AffectNet-8 | FERPlus | DFEW | FERV39k | MAFW | AFEW |"
 
@@ -222,9 +221,9 @@ def test_sixteen_frame_indices_for_clip_lengths_5_16_17_144(tmp_path):
 
 def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_expclip_dir):
     """One CLIP pass serves every row: head(mean of frame features) == mean of head(frame features) (SPEC §2)."""
+    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings, collate
     from transformers import AutoProcessor
 
-    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings, collate
     from modeling_expclip import ExpCLIPModel
 
     model = ExpCLIPModel.from_pretrained(tiny_expclip_dir)
@@ -247,9 +246,8 @@ def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_e
 
 
 def test_face_box_is_cropped_before_the_image_processor(tmp_path, tiny_expclip_dir):
-    from transformers import AutoProcessor
-
     from expclip_eval.evaluate import BenchmarkPixels
+    from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_expclip_dir).image_processor
     fake.write_image(tmp_path / "photo.jpg", 0, size=64)

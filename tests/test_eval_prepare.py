@@ -7,10 +7,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import datasets
+import fake_releases as fake
 import pytest
 from conftest import run_command
-
-import fake_releases as fake
 from expclip_eval.prepare import prepare
 
 CANONICAL = fake.CANONICAL

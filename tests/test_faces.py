@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_command
 from PIL import Image
 
-from conftest import run_command
 from faces_expclip import Box, DetectorError, HaarFaceDetector, crop_face, load_detector
 
 ASTRONAUT_FACE = Box(177, 66, 95, 95)  # Eileen Collins' face in skimage's astronaut photo

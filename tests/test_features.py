@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, run_command
 from datasets import load_dataset
 from PIL import Image
+from transformers import AutoImageProcessor
 
 import features_expclip
-from conftest import REPO_ROOT, run_command
 from features_expclip import (
     PAUSE_AFTER_SHARDS_ENV,
     FeatureCacheSettings,
@@ -22,10 +23,9 @@ from features_expclip import (
     folder_image_items,
     pixel_values,
 )
+from inputs_expclip import load_image
 from modeling_expclip import ExpCLIPModel
-from predict_expclip import load_image
 from teacher_expclip import ExpCLIPTeacher
-from transformers import AutoImageProcessor
 
 SHARD_SIZE = 16
 

@@ -6,10 +6,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import run_command
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, pipeline
-
-from conftest import run_command
 
 LABELS = ["happiness", "sadness", "anger"]
 TEMPLATE = "a photo of a face with an expression of {}."

@@ -4,11 +4,11 @@ sampling (§5), against direct computations with a tiny real CLIP."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import CLIP_EMBED_DIM, IMAGE_SIZE
 from transformers import CLIPModel, CLIPTokenizer, Trainer, TrainingArguments
 
 from configuration_expclip import PROMPT_SETS, ExpCLIPConfig
 from modeling_expclip import ExpCLIPModel, contrastive_loss, sample_segment_indices
-from tiny_models import CLIP_EMBED_DIM, IMAGE_SIZE
 
 PROJECTION_DIM = 32
 

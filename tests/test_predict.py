@@ -18,10 +18,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import run_command
 from PIL import Image
 
-from conftest import run_command
-from predict_expclip import ExpCLIPPredictor, collect_items, first_line, load_image, parse_prompts
+from inputs_expclip import first_line, load_image
+from predict_expclip import ExpCLIPPredictor, collect_items, parse_prompts
 
 
 def predict(*args, env=None):

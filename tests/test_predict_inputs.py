@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_command
+from PIL import Image
 
 BAD = {
     "missing.jpg": "no such file or directory",

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
 from configuration_expclip import INSTRUCTION
-from predict_expclip import load_image
+from inputs_expclip import load_image
 from teacher_expclip import ExpCLIPTeacher
 
 

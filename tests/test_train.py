@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, run_command
 from huggingface_hub import ModelCard
 from safetensors.numpy import load_file
 from transformers import AutoModelForZeroShotImageClassification, AutoProcessor, HfArgumentParser
 
-from conftest import REPO_ROOT, run_command
 from train_expclip import DataArguments, ExpCLIPTrainingArguments, ModelArguments, build_model_card, read_eval_results
 
 ACCELERATE = [Path(sys.executable).parent / "accelerate", "launch", "--num_machines", "1", "--mixed_precision", "no",

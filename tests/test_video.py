@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import run_command
 from PIL import Image
 
-from conftest import run_command
 from modeling_expclip import sample_segment_indices
 from video_expclip import Clip
 

@@ -8,8 +8,9 @@ import string
 from pathlib import Path
 
 import torch
+from transformers import Blip2Config, Blip2ForConditionalGeneration, BlipImageProcessor, T5Config, T5Tokenizer
+
 from configuration_expclip import INSTRUCTION
-from transformers import BlipImageProcessor, Blip2Config, Blip2ForConditionalGeneration, T5Config, T5Tokenizer
 
 IMAGE_SIZE = 32
 TEACHER_DIM = 24  # the tiny T5's d_model: the width of the teacher targets

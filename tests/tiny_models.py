@@ -8,8 +8,8 @@ thousand parameters.
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 from tokenizers import pre_tokenizers
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 IMAGE_SIZE = 32
 CLIP_EMBED_DIM = 16

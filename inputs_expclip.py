@@ -1,0 +1,93 @@
+"""Inputs: the bottom of the import graph. Decoding any image (and naming what is wrong with a bad one), the file
+extensions that count as images and videos, the one-line error text every command prints, and the original's
+preprocessing settings.
+
+Every input is read by `load_image` (any PIL mode -> RGB, EXIF rotation applied); a bad one becomes a one-line
+`InputError` that names it, and the rest goes on. Nothing here imports another module of this project.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Every extension PIL can open counts as an image when walking folders.
+IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
+DTYPES = ("float32", "bfloat16", "float16")  # the model precisions a user can pick (predict, evaluate)
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+
+
+class InputError(Exception):
+    """A bad input item: the message is one line that names the item and says what is wrong."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: first line` (just the type's name when the message is empty): an unexpected error as one line."""
+    text = first_line(error)
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
+
+
+def original_image_processor_settings(image_size: int) -> dict:
+    """Image-processor settings of the original (paper §4; its released heads expect exactly these inputs)."""
+    return dict(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},  # straight to a square, aspect ratio not kept
+        resample=2,  # PIL bilinear, as torchvision's Resize((224, 224)) in the original
+        do_center_crop=False,
+        do_rescale=True,  # to [0, 1]
+        do_normalize=False,  # quirk of the original: no CLIP mean/std normalisation
+        do_convert_rgb=True,
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: EXIF rotation applied, alpha composited on white, 16-bit scaled down."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def load_image(source) -> Image.Image:
+    """A path, PIL image or HxWx3 array -> RGB PIL image; raises `InputError` with a one-line reason.
+
+    PIL's decompression-bomb limit stays on. Animated images give their first frame."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        try:
+            return to_rgb(Image.fromarray(source))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.seek(0)
+            image.load()
+            return to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{path}: refused, image too large ({first_line(error)})")
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image PIL can read")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})")
