@@ -20,7 +20,7 @@ from pathlib import Path
 from inputs_expclip import load_image, one_line
 from predict_expclip import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
 
-INSTALL_HINT = 'pip install "gradio>=5,<7" (or the app extra: pip install -e ".[app]")'
+INSTALL_HINT = 'pip install "gradio>=6,<7" (or the app extra: pip install -e ".[app]")'
 # Gradio must not reach the network: a Space, a laptop offline and CI all serve the page from this machine alone.
 OFFLINE_GRADIO = {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SHARE": "False", "GRADIO_SSR_MODE": "False"}
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # Gradio's default theme would fetch Google Fonts
