@@ -47,22 +47,22 @@ class ExpCLIPApp:
         self._predictors = {}
 
     def predictor(self, labels: str | None, prompts: str | None) -> ExpCLIPPredictor:
-        labels_list = parse_labels(labels) if labels and labels.strip() != self.default_labels else None
-        if labels is not None and not labels.strip():
-            labels_list = []  # refused below: an empty label list
-        prompt_set = parse_prompts(prompts.strip()) if prompts and prompts.strip() != self.default_prompts else None
-        if prompts is not None and not prompts.strip():
-            raise UserError("the prompt set is empty: a name (type1 ... type5) or templates with {}, |-separated")
+        """The predictor for the page's label list and prompt set (None or the model's own: the loaded one)."""
+        label_list = parse_labels(labels)  # an empty field gives [""], refused below as an empty label list
+        prompt_set = None if prompts is None else parse_prompts(prompts.strip())
         try:
-            check_label_set(labels_list, prompt_set)
+            check_label_set(label_list, prompt_set)
         except ValueError as error:
             raise UserError(str(error))
-        key = (tuple(labels_list) if labels_list else None, prompt_set if isinstance(prompt_set, (str, type(None)))
-               else tuple(prompt_set))
+        if label_list == self.base.class_names:
+            label_list = None
+        if prompt_set == self.default_prompts:
+            prompt_set = None
+        key = (label_list and tuple(label_list), prompt_set if not isinstance(prompt_set, list) else tuple(prompt_set))
         if key == (None, None):
             return self.base
         if key not in self._predictors:
-            self._predictors[key] = ExpCLIPPredictor(self.base.model, self.base.processor, labels_list, prompt_set,
+            self._predictors[key] = ExpCLIPPredictor(self.base.model, self.base.processor, label_list, prompt_set,
                                                      detector=self.base.detector, workers=1)
         return self._predictors[key]
 

@@ -249,3 +249,19 @@ def test_browser_upload_of_a_corrupt_file_shows_the_one_line_message_and_the_app
     assert message.startswith("Error: corrupt.png: corrupt or truncated image (") and "\n" not in message
     assert "Traceback" not in browser.page_source
     assert upload_photo(browser, app_url, photo_dir / "astronaut.jpg").startswith("1 face")  # still serving
+
+
+def test_browser_empty_label_list_shows_the_one_line_message_in_the_page(browser, app_url, photo_dir, tmp_path,
+                                                                       capsys):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    upload_photo(browser, app_url, photo_dir / "astronaut.jpg")
+    labels = browser.find_element(By.CSS_SELECTOR, "#labels textarea, #labels input")
+    labels.send_keys(Keys.CONTROL, "a")  # typed, as a user would: the page only sees key events
+    labels.send_keys(Keys.DELETE)
+    browser.find_element(By.ID, "run-image").click()
+    WebDriverWait(browser, 60).until(lambda b: "the label list is empty" in b.find_element(By.TAG_NAME, "body").text)
+    save_screenshot(browser, tmp_path / "app-empty-labels.png", capsys)
+    assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text
