@@ -120,16 +120,17 @@ def build_demo(app: ExpCLIPApp):
     """The Gradio page around `app`: an image tab and a video tab, each a named API endpoint."""
     import gradio as gr
 
-    class PhotoInput(gr.Image):
-        """gr.Image that hands over the uploaded file as it is: decoding it (and naming what is wrong with a bad one in
-        one line) is the predictor's job, not Gradio's (which would fail on a corrupt file with a bare "Error")."""
+    def keep_file_as_uploaded(preprocess):
+        """gr.Image's preprocessing opens the upload with PIL and fails on a corrupt file with a bare "Error"; the
+        photo goes to the predictor as it is instead, which names what is wrong in one line. (Set on the instance: a
+        gr.Image subclass would make Gradio write a .pyi stub beside this file.)"""
 
-        is_template = True  # the page draws it as a plain gr.Image
-
-        def preprocess(self, payload):
+        def call(payload):
             if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
                 return str(payload.path)
-            return super().preprocess(payload)
+            return preprocess(payload)
+
+        return call
 
     def guarded(work):
         @functools.wraps(work)  # the API shows the function's own parameter names
@@ -152,7 +153,8 @@ def build_demo(app: ExpCLIPApp):
                                                             "|-separated)", elem_id="prompts")
         with gr.Tab("Image"):
             with gr.Row():
-                photo = PhotoInput(type="filepath", sources=["upload", "webcam"], label="Photo", elem_id="photo")
+                photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="Photo", elem_id="photo")
+                photo.preprocess = keep_file_as_uploaded(photo.preprocess)
                 annotated = gr.Image(label="Faces found", interactive=False, elem_id="annotated", format="jpeg")
             run_image = gr.Button("Classify faces", variant="primary", elem_id="run-image")
             image_message = gr.Markdown(elem_id="image-message")
