@@ -13,6 +13,7 @@ COMMANDS = {
     "convert": ("convert_expclip_original", "turn the authors' released .pth head into a Hub model folder"),
     "prepare": ("expclip_eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
     "evaluate": ("expclip_eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
+    "app": ("app_expclip", "serve the web app (Gradio): photos, webcam, videos; API /predict_image, /predict_video"),
 }
 
 

@@ -20,13 +20,14 @@ import shutil
 import sys
 import tempfile
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
-from huggingface_hub import constants
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
 
+from hub_cache_expclip import cache_root as _cache_root
+from hub_cache_expclip import download as _download
+from hub_cache_expclip import offline as _offline
 from inputs_expclip import first_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel
 
@@ -39,7 +40,6 @@ DEFAULT_MODELS = {
     "expclip-b32": ("openai/clip-vit-base-patch32", "ExpCLIP_B32_model.pth"),
 }
 DEFAULT_MODEL = "expclip-l14"
-DOWNLOAD_TIMEOUT_S = 60
 
 
 class ConversionError(ValueError):
@@ -143,18 +143,6 @@ def convert_original_head(
 # ----- the default model -------------------------------------------------------------------------------------------
 
 
-def _cache_root() -> Path:
-    # Read at call time, so HF_HOME set after import counts too.
-    hf_home = os.path.expanduser(os.environ.get("HF_HOME") or constants.HF_HOME)
-    return Path(os.environ.get("EXPCLIP_CACHE") or Path(hf_home) / "expclip")
-
-
-def _offline() -> bool:
-    # Read at call time (huggingface_hub's constant is frozen at import), same variables as the Hub client.
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def _cached_provenance(folder: Path) -> tuple | None:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -163,12 +151,6 @@ def _cached_provenance(folder: Path) -> tuple | None:
     if not (folder / "model.safetensors").is_file():
         return None
     return config.get("original_checkpoint"), config.get("clip_model_name_or_path")
-
-
-def _download(url: str, destination: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "expclip"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(destination, "wb") as file:
-        shutil.copyfileobj(response, file)
 
 
 def resolve_model(model: str | None = None) -> str:

@@ -2,10 +2,18 @@
 
 A detector is anything with `detect(rgb: np.ndarray) -> list[Box]` (the `FaceDetector` protocol). Two ship here:
 `HaarFaceDetector`, OpenCV's bundled frontal-face cascade (installs with opencv-python-headless < 5, no download), and
-`YuNetFaceDetector`, OpenCV's stronger CNN detector from an ONNX file the user supplies. Each face is cut out as a
-square around the box with a margin, the framing of the aligned face crops the paper evaluates on (SPEC §5).
+`YuNetFaceDetector`, OpenCV's stronger CNN detector (the default: it finds tilted and turned faces the cascade
+misses). Its ONNX file comes from `EXPCLIP_YUNET_MODEL` (a local path or URL), else from OpenCV Zoo, downloaded once
+into the default-model cache; `resolve_detector` does that before any work starts and falls back to Haar, with one
+notice line, when the file cannot be had. Each face is cut out as a square around the box with a margin, the framing
+of the aligned face crops the paper evaluates on (SPEC §5).
 """
 
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -14,7 +22,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from hub_cache_expclip import cache_root, download, offline
+from inputs_expclip import first_line
+
 DETECTORS = ("haar", "yunet")
+DEFAULT_DETECTOR = "yunet"
+YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+             "face_detection_yunet_2023mar.onnx")
+YUNET_VARIABLE = "EXPCLIP_YUNET_MODEL"  # a local path or URL of a YuNet ONNX file, instead of OpenCV Zoo's
 
 
 class DetectorError(Exception):
@@ -82,8 +97,8 @@ class HaarFaceDetector:
 
 
 class YuNetFaceDetector:
-    """OpenCV's YuNet CNN detector (`cv2.FaceDetectorYN`) from a user-supplied ONNX file (e.g. OpenCV Zoo's
-    face_detection_yunet_2023mar.onnx); nothing is downloaded."""
+    """OpenCV's YuNet CNN detector (`cv2.FaceDetectorYN`) from an ONNX file (OpenCV Zoo's
+    face_detection_yunet_2023mar.onnx; `yunet_model_path` fetches it)."""
 
     def __init__(self, model_path: str, score_threshold: float = 0.7, nms_threshold: float = 0.3):
         path = Path(model_path)
@@ -108,14 +123,70 @@ class YuNetFaceDetector:
         return _largest_first(boxes)
 
 
-def load_detector(name: str = "haar", model_path: str | None = None) -> FaceDetector:
-    """The detector behind `--detector NAME [--detector-model FILE]`; raises `DetectorError` (one line)."""
+def yunet_model_path() -> str:
+    """The YuNet file for `--detector yunet` without `--detector-model`: `EXPCLIP_YUNET_MODEL` (a local path or URL),
+    else OpenCV Zoo's model. A URL is downloaded once into `<default-model cache>/yunet/` and kept only if
+    `cv2.FaceDetectorYN` loads it (no checksum: OpenCV Zoo publishes none). Raises `DetectorError` (one line)."""
+    source = os.environ.get(YUNET_VARIABLE) or YUNET_URL
+    if not source.startswith(("http://", "https://")):
+        YuNetFaceDetector(source)  # refuse a missing or unloadable file now, with its one-line reason
+        return source
+    # One file per URL: a mirror set in EXPCLIP_YUNET_MODEL never reuses another URL's download.
+    path = cache_root() / "yunet" / f"{hashlib.sha256(source.encode()).hexdigest()[:12]}-{Path(source).name}"
+    if path.is_file():
+        return str(path)
+    if offline():
+        raise DetectorError(f"{source}: not in the cache ({path}) and offline mode is on (HF_HUB_OFFLINE)")
+    print(f"expclip: first use of the YuNet face detector: fetching {source} (cached in {path.parent})",
+          file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download.") as download_dir:
+        partial = Path(download_dir) / path.name
+        try:
+            download(source, partial)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            if isinstance(error, urllib.error.HTTPError):
+                reason = f"HTTP {error.code} {error.reason}"
+            else:
+                reason = first_line(getattr(error, "reason", None) or error)
+            raise DetectorError(f"{source}: could not download the YuNet model ({reason})")
+        try:
+            YuNetFaceDetector(str(partial))
+        except DetectorError as error:
+            raise DetectorError(f"{source}: the download is {str(error).split(': ', 1)[-1]}")
+        os.replace(partial, path)
+    return str(path)
+
+
+def resolve_detector(name: str | None = DEFAULT_DETECTOR, model_path: str | None = None) -> tuple[str, str | None]:
+    """`--detector NAME [--detector-model FILE]` -> (name, model file or None) ready for `load_detector`, resolved
+    once before any work starts (download, cache), so that worker processes only open a plain file.
+
+    YuNet without a file and without `EXPCLIP_YUNET_MODEL` falls back to Haar when OpenCV Zoo's model cannot be had
+    (offline, no cached copy), printing one notice line on stderr. Raises `DetectorError` (one line) otherwise."""
+    name = name or DEFAULT_DETECTOR
+    if name not in DETECTORS:
+        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+    if name != "yunet" or model_path:
+        return name, model_path
+    try:
+        return name, yunet_model_path()
+    except DetectorError as error:
+        if os.environ.get(YUNET_VARIABLE):  # the user named a file: theirs to fix, no silent substitute
+            raise DetectorError(f"{YUNET_VARIABLE}={error}")
+        print(f"expclip: YuNet face detector unavailable ({error}); using the Haar cascade, which misses tilted "
+              f"faces: set {YUNET_VARIABLE} to a local face_detection_yunet_2023mar.onnx or a URL "
+              "(or pass --detector haar)", file=sys.stderr)
+        return "haar", None
+
+
+def load_detector(name: str = DEFAULT_DETECTOR, model_path: str | None = None) -> FaceDetector:
+    """The detector behind `--detector NAME [--detector-model FILE]`: the one way to build one (in any process).
+    Give YuNet the file `resolve_detector` returned; raises `DetectorError` (one line)."""
     if name == "haar":
         return HaarFaceDetector(model_path) if model_path else HaarFaceDetector()
     if name == "yunet":
-        if not model_path:
-            raise DetectorError("--detector yunet needs --detector-model FILE.onnx (OpenCV Zoo's YuNet model)")
-        return YuNetFaceDetector(model_path)
+        return YuNetFaceDetector(model_path or yunet_model_path())
     raise DetectorError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
 
 

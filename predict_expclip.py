@@ -137,7 +137,7 @@ class ExpCLIPPredictor:
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, device: str = "auto", labels=None, prompts=None,
-                        detector: str | None = "haar", detector_model: str | None = None, dtype: str = "float32",
+                        detector: str | None = "yunet", detector_model: str | None = None, dtype: str = "float32",
                         **kwargs):
         """`model`: a local Exp-CLIP folder, a Hub id, or None/an alias for the authors' converted head (fetched
         and cached on first use). `dtype`: float32, or bfloat16/float16 for speed (GPUs, CPUs with AMX).
@@ -146,12 +146,12 @@ class ExpCLIPPredictor:
         from transformers import AutoProcessor
 
         from convert_expclip_original import resolve_model
-        from faces_expclip import load_detector
+        from faces_expclip import load_detector, resolve_detector
         from modeling_expclip import ExpCLIPModel
 
         check_label_set(labels, prompts)
         device = resolve_device(device)
-        face_detector = load_detector(detector, detector_model) if detector else None
+        face_detector = load_detector(*resolve_detector(detector, detector_model)) if detector else None
         folder = resolve_model(model)
         processor = AutoProcessor.from_pretrained(folder)
         network = ExpCLIPModel.from_pretrained(folder, dtype=getattr(torch, dtype)).to(torch.device(device))
@@ -493,11 +493,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results here instead of stdout")
     parser.add_argument("--faces", action="store_true",
                         help="detect faces and classify each one (videos: the largest face of each sampled frame)")
-    parser.add_argument("--detector", choices=("haar", "yunet"), default="haar",
-                        help="face detector: OpenCV's bundled Haar cascade, or YuNet from --detector-model")
+    parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
+                        help="face detector: OpenCV's YuNet (default; its model is fetched once from OpenCV Zoo, or "
+                             "taken from EXPCLIP_YUNET_MODEL, a path or URL; offline without it: Haar, with a notice), "
+                             "or OpenCV's bundled Haar cascade")
     parser.add_argument("--detector-model", default=None, metavar="FILE",
-                        help="YuNet ONNX file; for haar, another cascade (a file, or a name in cv2.data such as "
-                             "haarcascade_frontalface_alt2.xml)")
+                        help="YuNet ONNX file instead of the fetched one; for haar, another cascade (a file, or a name "
+                             "in cv2.data such as haarcascade_frontalface_alt2.xml)")
     parser.add_argument("--frames", action="store_true",
                         help="treat each folder given as the frames of one video (sorted by file name)")
     parser.add_argument("--timeline", action="store_true",
@@ -536,10 +538,10 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as error:
         return _fail(str(error), 2)
-    from faces_expclip import DetectorError, load_detector
+    from faces_expclip import DetectorError, load_detector, resolve_detector
 
-    try:
-        detector = load_detector(args.detector, args.detector_model) if args.faces else None
+    try:  # YuNet's file is fetched (or Haar chosen, with a notice) here, once, before any work starts
+        detector = load_detector(*resolve_detector(args.detector, args.detector_model)) if args.faces else None
     except DetectorError as error:
         return _fail(str(error), 2)
     from transformers.utils import logging as hf_logging

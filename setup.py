@@ -36,7 +36,10 @@ setup(
         "matplotlib>=3.7",  # confusion matrices and timelines as PNG
         "opencv-python-headless>=4.8,<5",  # bundled Haar face cascades and FFmpeg video decoding; 5.x dropped both
     ],
-    extras_require={"test": ["pytest>=8", "scikit-image>=0.22"]},
+    extras_require={
+        "test": ["pytest>=8", "scikit-image>=0.22", "selenium>=4.11"],  # + Debian's chromium, chromium-driver
+        "app": ["gradio>=6,<7", "gradio_client>=2"],  # `expclip app` / app.py; gradio_client for API users
+    },
     entry_points={"console_scripts": ["expclip=cli_expclip:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

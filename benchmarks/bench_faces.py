@@ -10,9 +10,14 @@ and the model (`model.classify`). Reader threads overlap the first three with th
 over threads and can add up to more than the wall-clock total.
 
     python benchmarks/bench_faces.py [--images 100] [--workers N] [--no-faces]
+
+A second part times the two face detectors in the same run, on the same photos: YuNet (the default, from
+`--yunet-model`, else `EXPCLIP_YUNET_MODEL`, else `../shared/models/` beside the project) against OpenCV's Haar cascade,
+each alone on the decoded photos and through `predict --faces` (target: YuNet >= 3x Haar's photos/s).
 """
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -59,7 +64,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="reader threads of the second run (default: "
                                                                   "one per core, at most 8)")
     parser.add_argument("--no-faces", action="store_true", help="whole images, no face detection")
+    parser.add_argument("--yunet-model", default=os.environ.get("EXPCLIP_YUNET_MODEL") or str(SHARED_YUNET),
+                        help="YuNet ONNX file (default: EXPCLIP_YUNET_MODEL, else ../shared/models/)")
     args = parser.parse_args()
+    os.environ["EXPCLIP_YUNET_MODEL"] = args.yunet_model  # the default detector's file: never a download here
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
@@ -97,6 +105,8 @@ def main() -> None:
             start = time.perf_counter()
             records = [r for _, rs in predictor.predict(items, faces=faces) for r in rs]
             runs.append((workers, time.perf_counter() - start, dict(predictor.timings), records))
+        if faces:
+            detector_rows = compare_detectors(model, items, args)
 
     found = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
@@ -107,7 +117,7 @@ def main() -> None:
     if faces:
         print(f"found {found} faces, {no_face} photos without a face, {errors} errors")
     print()
-    stages = [("decode", "decode (PIL, EXIF, RGB)"), ("detection", "face detection (Haar)"),
+    stages = [("decode", "decode (PIL, EXIF, RGB)"), ("detection", "face detection (YuNet)"),
               ("preprocess", "image processor"), ("model", "model.classify")]
     print(f"| {'ms/photo (summed over threads)':<30} | " + " | ".join(f"{w} reader(s)" for w, *_ in runs) + " |")
     print(f"| {'-' * 30} |" + "|".join("-" * 13 + ":" for _ in runs) + "|")
@@ -119,6 +129,50 @@ def main() -> None:
     for workers, total, _, _ in runs:
         print(f"{workers} reader thread(s): {len(items) / total:.1f} photos/s" + (f", {found / total:.1f} faces/s"
                                                                                  if faces else ""))
+    if faces:
+        print_detector_comparison(detector_rows, len(items))
+
+
+# ----- YuNet vs Haar ---------------------------------------------------------------------------------------------------
+
+SHARED_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
+
+
+def compare_detectors(model: str, items, args) -> list[tuple]:
+    """Per detector, on the same photos: (name, faces found, seconds of detection alone, seconds of predict --faces)."""
+    from faces_expclip import load_detector
+    from inputs_expclip import load_image
+    from predict_expclip import ExpCLIPPredictor, default_workers
+
+    photos = [np.asarray(load_image(item.source)) for item in items]
+    rows = []
+    for name, path in (("yunet", args.yunet_model), ("haar", None)):
+        detector = load_detector(name, path)
+        detector.detect(photos[0])  # warm-up
+        start = time.perf_counter()
+        found = sum(len(detector.detect(photo)) for photo in photos)
+        alone = time.perf_counter() - start
+        predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size,
+                                                     workers=args.workers or default_workers(), detector=name,
+                                                     detector_model=path)
+        predictor([items[0].source], faces=True)  # warm-up
+        start = time.perf_counter()
+        for _ in predictor.predict(items, faces=True):
+            pass
+        rows.append((name, found, alone, time.perf_counter() - start))
+    return rows
+
+
+def print_detector_comparison(rows: list[tuple], count: int) -> None:
+    print()
+    print("| detector | faces found | detection alone, photos/s | predict --faces, photos/s |")
+    print("|----------|------------:|--------------------------:|--------------------------:|")
+    for name, found, alone, total in rows:
+        print(f"| {name:<8} | {found:>11} | {count / alone:>25.1f} | {count / total:>25.1f} |")
+    (_, _, yunet_alone, yunet_total), (_, _, haar_alone, haar_total) = rows
+    speedup = haar_total / yunet_total
+    print(f"YuNet vs Haar: {haar_alone / yunet_alone:.1f}x photos/s in detection alone, {speedup:.1f}x with "
+          f"predict --faces (target >= 3x: {'met' if speedup >= 3 else 'NOT met'})")
 
 
 if __name__ == "__main__":

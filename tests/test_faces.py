@@ -91,12 +91,6 @@ def test_crop_beyond_the_border_is_padded_black_keeping_the_face_centred():
     assert crop[:10, :10].max() == 0 and crop[10:30, 10:30].min() == 255
 
 
-def test_yunet_without_a_model_file_is_refused_with_one_line():
-    with pytest.raises(DetectorError, match="needs --detector-model") as error:
-        load_detector("yunet")
-    assert "\n" not in str(error.value)
-
-
 def test_yunet_with_a_file_that_is_not_onnx_is_refused_with_one_line(tmp_path):
     fake = tmp_path / "yunet.onnx"
     fake.write_text("not a model")

@@ -1,0 +1,227 @@
+"""`expclip app`: a web page for Exp-CLIP (Gradio), and the Hugging Face Space behind `app.py`.
+
+    expclip app [--model M] [--host 127.0.0.1] [--port 7860]      # or, in a Space: python app.py
+
+An image tab (drop a photo or use the webcam: each face boxed with its label, the largest face's probabilities as a
+bar chart) and a video tab (the clip's label and the per-second timeline plot); labels and prompts are editable.
+The two tabs' functions are named API endpoints for `gradio_client`: `/predict_image` (an image -> the records
+`ExpCLIPPredictor` returns with `faces=True`) and `/predict_video` (a video -> its clip record). Every bad input is
+the predictor's one-line message in the page; the app keeps serving. Gradio is an optional extra
+(`pip install -e ".[app]"`); it is told to stay offline (no analytics, version check, share link or web fonts).
+"""
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from inputs_expclip import load_image, one_line
+from predict_expclip import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
+
+INSTALL_HINT = 'pip install "gradio>=6,<7" (or the app extra: pip install -e ".[app]")'
+# Gradio must not reach the network: a Space, a laptop offline and CI all serve the page from this machine alone.
+OFFLINE_GRADIO = {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SHARE": "False", "GRADIO_SSR_MODE": "False"}
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # Gradio's default theme would fetch Google Fonts
+SYSTEM_MONO_FONTS = ["ui-monospace", "Consolas", "monospace"]
+
+
+class UserError(Exception):
+    """A bad input or setting in the page: its message is one line, shown in the page."""
+
+
+class ExpCLIPApp:
+    """What the page and the API do, without Gradio: one model loaded once, a predictor per label and prompt set
+    (the label prompts are encoded once per set and cached by the model)."""
+
+    def __init__(self, model: str | None = None, device: str = "auto", detector: str | None = "yunet",
+                 detector_model: str | None = None):
+        self.base = ExpCLIPPredictor.from_pretrained(model, device=device, detector=detector,
+                                                     detector_model=detector_model, workers=1)
+        config = self.base.model.config
+        self.default_labels = ", ".join(self.base.class_names)
+        templates = config.prompt_templates
+        self.default_prompts = templates if isinstance(templates, str) else " | ".join(templates)
+        self.outputs = Path(tempfile.mkdtemp(prefix="expclip-app-"))  # annotated photos and timelines
+        self._predictors = {}
+
+    def predictor(self, labels: str | None, prompts: str | None) -> ExpCLIPPredictor:
+        """The predictor for the page's label list and prompt set (None or the model's own: the loaded one)."""
+        label_list = parse_labels(labels)  # an empty field gives [""], refused below as an empty label list
+        prompt_set = None if prompts is None else parse_prompts(prompts.strip())
+        try:
+            check_label_set(label_list, prompt_set)
+        except ValueError as error:
+            raise UserError(str(error))
+        if label_list == self.base.class_names:
+            label_list = None
+        if prompt_set == self.default_prompts:
+            prompt_set = None
+        key = (label_list and tuple(label_list), prompt_set if not isinstance(prompt_set, list) else tuple(prompt_set))
+        if key == (None, None):
+            return self.base
+        if key not in self._predictors:
+            self._predictors[key] = ExpCLIPPredictor(self.base.model, self.base.processor, label_list, prompt_set,
+                                                     detector=self.base.detector, workers=1)
+        return self._predictors[key]
+
+    @staticmethod
+    def _named(records: list[dict], path: str) -> list[dict]:
+        """Records name the uploaded file by its own name, not Gradio's temporary path."""
+        name = Path(path).name
+        for record in records:
+            record["source"] = name
+            if record.get("error"):
+                record["error"] = record["error"].replace(str(path), name)
+        return records
+
+    def predict_image(self, image: str | None, labels: str | None = None, prompts: str | None = None) -> list[dict]:
+        """An image file -> one record per face (`ExpCLIPPredictor(..., faces=True)`), or its one "error" record."""
+        if not image:
+            raise UserError("no image: drop a photo, choose a file or take one with the webcam")
+        return self._named(self.predictor(labels, prompts)([str(image)], faces=True), str(image))
+
+    def predict_video(self, video: str | None, labels: str | None = None, prompts: str | None = None,
+                      faces: bool = False) -> dict:
+        """A video file -> its clip record (label, scores, sampled frames) with the per-second timeline files."""
+        if not video:
+            raise UserError("no video: drop a video file or choose one")
+        timeline_dir = Path(tempfile.mkdtemp(dir=self.outputs, prefix="timeline-"))
+        [record] = self.predictor(labels, prompts)([str(video)], faces=faces, timeline_dir=timeline_dir)
+        return self._named([record], str(video))[0]
+
+    def show_image(self, image: str | None, records: list[dict] | None):
+        """(annotated image path, the largest face's probabilities, one line of text) for the page."""
+        if not records:
+            return None, None, ""
+        if records[0].get("error"):
+            return None, None, f"**Error:** {records[0]['error']}"
+        annotated = annotate(load_image(str(image)), records, Path(tempfile.mkdtemp(dir=self.outputs)),
+                             records[0]["source"], set())
+        if records[0].get("label") is None:
+            return str(annotated), None, "No face found in this image."
+        faces = ", ".join(f"face {r['face'] + 1}: **{r['label']}** ({r['scores'][r['label']]:.2f})" for r in records)
+        return str(annotated), records[0]["scores"], f"{len(records)} face{'s' * (len(records) > 1)} — {faces}"
+
+    @staticmethod
+    def show_video(record: dict | None):
+        """(the clip's probabilities, the timeline plot path, one line of text) for the page."""
+        if not record:
+            return None, None, ""
+        if record.get("error"):
+            return None, None, f"**Error:** {record['error']}"
+        timeline = (record.get("timeline") or {}).get("png")
+        line = f"**{record['label']}** ({record['scores'][record['label']]:.2f}), {record['frames']} frames"
+        return record["scores"], timeline, line
+
+
+def build_demo(app: ExpCLIPApp):
+    """The Gradio page around `app`: an image tab and a video tab, each a named API endpoint."""
+    import gradio as gr
+
+    def keep_file_as_uploaded(preprocess):
+        """gr.Image's preprocessing opens the upload with PIL and fails on a corrupt file with a bare "Error"; the
+        photo goes to the predictor as it is instead, which names what is wrong in one line. (Set on the instance: a
+        gr.Image subclass would make Gradio write a .pyi stub beside this file.)"""
+
+        def call(payload):
+            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+                return str(payload.path)
+            return preprocess(payload)
+
+        return call
+
+    def guarded(work):
+        @functools.wraps(work)  # the API shows the function's own parameter names
+        def call(*args):
+            try:
+                return work(*args)
+            except UserError as error:
+                raise gr.Error(str(error), print_exception=False)
+            except Exception as error:  # noqa: BLE001 -- one line in the page, never a stack trace
+                raise gr.Error(one_line(error), print_exception=False)
+
+        return call
+
+    with gr.Blocks(title="Exp-CLIP: zero-shot facial expressions", analytics_enabled=False) as demo:
+        gr.Markdown("# Exp-CLIP\nZero-shot facial expression recognition: CLIP plus one projection learned from an "
+                    "LLM's descriptions of facial actions (WACV 2025). Any label set works.")
+        with gr.Row():
+            labels = gr.Textbox(app.default_labels, label="Labels (comma-separated)", elem_id="labels")
+            prompts = gr.Textbox(app.default_prompts, label="Prompts (type1 ... type5, or templates with {}, "
+                                                            "|-separated)", elem_id="prompts")
+        with gr.Tab("Image"):
+            with gr.Row():
+                photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="Photo", elem_id="photo")
+                photo.preprocess = keep_file_as_uploaded(photo.preprocess)
+                annotated = gr.Image(label="Faces found", interactive=False, elem_id="annotated", format="jpeg")
+            run_image = gr.Button("Classify faces", variant="primary", elem_id="run-image")
+            image_message = gr.Markdown(elem_id="image-message")
+            image_chart = gr.Label(label="Largest face", num_top_classes=11, elem_id="image-chart")
+            image_records = gr.JSON(label="Records (the /predict_image API result)", elem_id="image-records")
+        with gr.Tab("Video"):
+            with gr.Row():
+                video = gr.Video(sources=["upload"], label="Video", elem_id="video", format=None)
+                timeline = gr.Image(label="Timeline (per second)", interactive=False, elem_id="timeline")
+            video_faces = gr.Checkbox(False, label="Classify the largest face of each frame")
+            run_video = gr.Button("Classify clip", variant="primary", elem_id="run-video")
+            video_message = gr.Markdown(elem_id="video-message")
+            video_chart = gr.Label(label="Clip", num_top_classes=11, elem_id="video-chart")
+            video_record = gr.JSON(label="Record (the /predict_video API result)", elem_id="video-record")
+
+        gr.on([run_image.click, photo.upload], guarded(app.predict_image), [photo, labels, prompts], image_records,
+              api_name="predict_image").success(
+            guarded(app.show_image), [photo, image_records], [annotated, image_chart, image_message],
+            api_visibility="private")
+        run_video.click(guarded(app.predict_video), [video, labels, prompts, video_faces], video_record,
+                        api_name="predict_video").success(
+            guarded(app.show_video), video_record, [video_chart, timeline, video_message], api_visibility="private")
+    return demo
+
+
+def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False):
+    import gradio as gr
+
+    demo = build_demo(app)
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
+    demo.queue().launch(server_name=host, server_port=port, share=False, quiet=quiet, theme=theme,
+                        allowed_paths=[str(app.outputs)], footer_links=["api"])
+
+
+# ----- command line ----------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=os.environ.get("EXPCLIP_APP_MODEL"),
+                        help="local Exp-CLIP folder or Hub id (default: EXPCLIP_APP_MODEL, else the authors' L/14 "
+                             "head, fetched once and cached)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                        help="address to serve on (default 127.0.0.1, or GRADIO_SERVER_NAME as a Space sets it)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
+                        help="port (default 7860)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
+                        help="face detector (default yunet; see expclip predict --help)")
+    parser.add_argument("--detector-model", default=None, metavar="FILE", help="YuNet ONNX file or Haar cascade")
+
+
+def run(args: argparse.Namespace) -> int:
+    for name, value in OFFLINE_GRADIO.items():
+        os.environ.setdefault(name, value)
+    try:
+        import gradio  # noqa: F401 -- only to say what is missing before the model loads
+    except ImportError:
+        print(f"expclip app: the app needs Gradio, which is not installed: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model)
+    except Exception as error:  # noqa: BLE001 -- a model or detector that cannot be loaded: one line
+        print(f"expclip app: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    launch(app, args.host, args.port)
+    return 0
