@@ -13,6 +13,7 @@ COMMANDS = {
     "convert": ("convert_expclip_original", "turn the authors' released .pth head into a Hub model folder"),
     "prepare": ("expclip_eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
     "evaluate": ("expclip_eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
+    "export": ("export_expclip", "an Exp-CLIP model as a stock CLIP folder (no custom code) or ONNX (transformers.js)"),
 }
 
 
