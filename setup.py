@@ -36,7 +36,12 @@ setup(
         "matplotlib>=3.7",  # confusion matrices and timelines as PNG
         "opencv-python-headless>=4.8,<5",  # bundled Haar face cascades and FFmpeg video decoding; 5.x dropped both
     ],
-    extras_require={"test": ["pytest>=8", "scikit-image>=0.22"]},
+    extras_require={
+        "test": ["pytest>=8", "scikit-image>=0.22"],
+        # `expclip export --to onnx`: torch.onnx's torch.export-based exporter needs onnxscript; ONNX Runtime checks
+        # the files. Not optimum / optimum-onnx: their releases require transformers<4.58.
+        "onnx": ["onnx>=1.18", "onnxruntime>=1.20", "onnxscript>=0.5"],
+    },
     entry_points={"console_scripts": ["expclip=cli_expclip:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
