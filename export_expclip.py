@@ -133,27 +133,27 @@ def _find_spec(name: str):
 
 
 class VisionTower(nn.Module):
-    """pixel_values -> image_embeds (projected, not normalised): what transformers.js's
-    `CLIPVisionModelWithProjection` runs as `onnx/vision_model.onnx`."""
+    """pixel_values -> image_embeds (projected, not normalised), as `CLIPModel.get_image_features`: what
+    transformers.js's `CLIPVisionModelWithProjection` runs as `onnx/vision_model.onnx`."""
 
     def __init__(self, clip: CLIPModel):
         super().__init__()
-        self.clip = clip
+        self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
 
     def forward(self, pixel_values):
-        return self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
 class TextTower(nn.Module):
-    """input_ids, attention_mask -> text_embeds (projected, not normalised): transformers.js's
-    `CLIPTextModelWithProjection` as `onnx/text_model.onnx`."""
+    """input_ids, attention_mask -> text_embeds (projected, not normalised), as `CLIPModel.get_text_features`:
+    transformers.js's `CLIPTextModelWithProjection` as `onnx/text_model.onnx`."""
 
     def __init__(self, clip: CLIPModel):
         super().__init__()
-        self.clip = clip
+        self.text_model, self.text_projection = clip.text_model, clip.text_projection
 
     def forward(self, input_ids, attention_mask):
-        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return self.text_projection(self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
 
 
 def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynamic_shapes, path: Path, dtype: str):
@@ -172,16 +172,16 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynam
             )
     finally:
         torch_onnx_log.setLevel(level)
-    if dtype == "float32":
-        program.save(str(path), external_data=big)
-        return
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    proto = program.model_proto
+    if dtype == "float16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Inputs and outputs stay float32, so every client feeds the same tensors to either precision.
-        half = convert_float_to_float16(program.model_proto, keep_io_types=True)
-    onnx.save_model(half, str(path), save_as_external_data=big, location=path.name + "_data")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Inputs and outputs stay float32, so every client feeds the same tensors to either precision.
+            proto = convert_float_to_float16(proto, keep_io_types=True)
+    # `<name>.onnx_data` is the external-data file name transformers.js looks for.
+    onnx.save_model(proto, str(path), save_as_external_data=big, location=path.name + "_data")
 
 
 def export_onnx(clip: CLIPModel, tokenizer, folder: Path, dtype: str = "float32") -> dict:
