@@ -14,6 +14,7 @@ COMMANDS = {
     "prepare": ("expclip_eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
     "evaluate": ("expclip_eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
     "app": ("app_expclip", "serve the web app (Gradio): photos, webcam, videos; API /predict_image, /predict_video"),
+    "export": ("export_expclip", "an Exp-CLIP model as a stock CLIP folder (no custom code) or ONNX (transformers.js)"),
 }
 
 

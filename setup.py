@@ -39,6 +39,9 @@ setup(
     extras_require={
         "test": ["pytest>=8", "scikit-image>=0.22", "selenium>=4.11"],  # + Debian's chromium, chromium-driver
         "app": ["gradio>=6,<7", "gradio_client>=2"],  # `expclip app` / app.py; gradio_client for API users
+        # `expclip export --to onnx`: torch.onnx's torch.export-based exporter needs onnxscript; ONNX Runtime checks
+        # the files. Not optimum / optimum-onnx: their releases require transformers<4.58.
+        "onnx": ["onnx>=1.18", "onnxruntime>=1.20", "onnxscript>=0.5"],
     },
     entry_points={"console_scripts": ["expclip=cli_expclip:main"]},
     classifiers=[

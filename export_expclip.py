@@ -1,0 +1,544 @@
+"""`expclip export`: an Exp-CLIP model wherever CLIP runs, with no custom code.
+
+    expclip export expclip-l14 --to clip --output expclip-l14-clip   # stock CLIPModel folder (transformers)
+    expclip export expclip-l14 --to onnx --output expclip-l14-onnx   # + onnx/vision_model.onnx, onnx/text_model.onnx
+
+Exp-CLIP's head W is one bias-free linear map applied to both of CLIP's projected embeddings before normalisation
+(SPEC §2). CLIP's `visual_projection` and `text_projection` are bias-free linear maps too, so `W @ visual_projection`
+and `W @ text_projection` make a stock `CLIPModel` with `projection_dim` 4096 whose logits are Exp-CLIP's. Videos
+too: frames are averaged before normalisation, and averaging commutes with a linear map.
+
+Every export holds a ready text classifier (`text_classifier.safetensors` + `text_classifier.json`): the normalised
+prompt embeddings of a label set under some prompt sets, with each prompt's class index (the paper averages per-prompt
+logits) and the normalised class embeddings, so an app needs only the vision model.
+
+ONNX: the two towers in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's
+exporter (torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
+optimum / optimum-onnx: their releases require transformers<4.58, and this project needs transformers 5.
+"""
+
+import argparse
+import copy
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import ModelCard, ModelCardData
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+from transformers import CLIPModel, CLIPProcessor, PreTrainedConfig
+
+from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
+from inputs_expclip import first_line, one_line
+from modeling_expclip import ExpCLIPModel
+
+TARGETS = ("clip", "onnx")
+ONNX_DTYPES = {"float32": "", "float16": "_fp16"}  # file-name suffix transformers.js reads for `dtype: "fp16"`
+DEFAULT_PROMPT_SETS = ("type3", "type5")
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: torch.onnx's torch.export-based exporter needs it
+ONNX_INSTALL = 'pip install -e ".[onnx]"  (or: pip install onnx onnxruntime onnxscript)'
+TEXT_CLASSIFIER = "text_classifier"  # .safetensors + .json
+# Largest norm-embedding difference the command accepts between ONNX Runtime (or the reloaded CLIP) and Exp-CLIP.
+TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GiB; bigger towers keep weights in a .onnx_data file
+ARXIV = "https://arxiv.org/abs/2405.19100"
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or an output that must not be written; the message is one line."""
+
+
+# ----- folding the head into CLIP ----------------------------------------------------------------------------------
+
+
+def fold_into_clip(model: ExpCLIPModel) -> CLIPModel:
+    """A stock `CLIPModel` whose projections are `W @ visual_projection` and `W @ text_projection` (float32)."""
+    if model.projection.bias is not None:
+        raise ExportError("the model's projection has a bias; a stock CLIPModel's projections have none")
+    clip = copy.deepcopy(model.clip).float()
+    weight = model.projection.weight.detach().double()
+    with torch.no_grad():
+        for name in ("visual_projection", "text_projection"):
+            clip_projection = getattr(clip, name)
+            folded = nn.Linear(clip_projection.in_features, weight.shape[0], bias=False)
+            folded.weight.copy_(weight @ clip_projection.weight.double())  # products in float64, stored as float32
+            setattr(clip, name, folded)
+    projection_dim = weight.shape[0]
+    clip.config.projection_dim = projection_dim
+    clip.config.text_config.projection_dim = projection_dim
+    clip.config.vision_config.projection_dim = projection_dim
+    if hasattr(clip.config, "auto_map"):
+        del clip.config.auto_map  # a stock model: no custom code to point at
+    return clip.eval()
+
+
+# ----- the ready text classifier -----------------------------------------------------------------------------------
+
+
+def text_classifier_files(model: ExpCLIPModel, tokenizer, class_names: list[str], prompt_sets: dict):
+    """Tensors and JSON of the text classifier: for each prompt set, the normalised per-prompt embeddings, each
+    prompt's class index and the normalised class embeddings, encoded by the model's own `text_classifier`."""
+    tensors, sets = {}, {}
+    for set_name, templates in prompt_sets.items():
+        classifier = model.text_classifier(tokenizer, class_names, templates, ensemble="logits")
+        tensors[f"{set_name}.prompt_embeds"] = classifier.prompt_embeds.float().contiguous()
+        tensors[f"{set_name}.prompt_class"] = classifier.prompt_class.long().contiguous()
+        tensors[f"{set_name}.class_embeds"] = classifier.class_embeds.float().contiguous()
+        sets[set_name] = {
+            "prompts": classifier.prompts,
+            "prompt_embeds": f"{set_name}.prompt_embeds",
+            "prompt_class": f"{set_name}.prompt_class",
+            "class_embeds": f"{set_name}.class_embeds",
+        }
+    info = {
+        "class_names": list(class_names),
+        "logit_scale": float(model.logit_scale),
+        "ensemble": "logits",
+        "default_prompt_set": next(iter(prompt_sets)),
+        "prompt_sets": sets,
+        "usage": (
+            "logits[c] = logit_scale * mean over the prompts p of class c (prompt_class == c) of "
+            "normalize(image_embeds) . prompt_embeds[p] (the paper's logit averaging); or "
+            "logit_scale * normalize(image_embeds) . class_embeds[c] (averaged prompt embeddings)"
+        ),
+    }
+    return tensors, info
+
+
+# ----- ONNX --------------------------------------------------------------------------------------------------------
+
+
+def check_onnx_installed() -> None:
+    missing = [name for name in ONNX_PACKAGES if _find_spec(name) is None]
+    if missing:
+        raise ExportError(f"--to onnx needs {', '.join(missing)} (not installed): {ONNX_INSTALL}")
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+class VisionTower(nn.Module):
+    """pixel_values -> image_embeds (projected, not normalised), as `CLIPModel.get_image_features`: what
+    transformers.js's `CLIPVisionModelWithProjection` runs as `onnx/vision_model.onnx`."""
+
+    def __init__(self, clip: CLIPModel):
+        super().__init__()
+        self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
+
+    def forward(self, pixel_values):
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+class TextTower(nn.Module):
+    """input_ids, attention_mask -> text_embeds (projected, not normalised), as `CLIPModel.get_text_features`:
+    transformers.js's `CLIPTextModelWithProjection` as `onnx/text_model.onnx`."""
+
+    def __init__(self, clip: CLIPModel):
+        super().__init__()
+        self.text_model, self.text_projection = clip.text_model, clip.text_projection
+
+    def forward(self, input_ids, attention_mask):
+        return self.text_projection(self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
+
+
+def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynamic_shapes, path: Path, dtype: str):
+    import onnx
+
+    big = sum(p.numel() * 4 for p in tower.parameters()) > EXTERNAL_DATA_BYTES
+    torch_onnx_log = logging.getLogger("torch.onnx")
+    level = torch_onnx_log.level
+    torch_onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" and such
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                tower.eval(), args, input_names=input_names, output_names=[output_name],
+                dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+            )
+    finally:
+        torch_onnx_log.setLevel(level)
+    proto = program.model_proto
+    if dtype == "float16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Inputs and outputs stay float32, so every client feeds the same tensors to either precision.
+            proto = convert_float_to_float16(proto, keep_io_types=True)
+    # `<name>.onnx_data` is the external-data file name transformers.js looks for.
+    onnx.save_model(proto, str(path), save_as_external_data=big, location=path.name + "_data")
+
+
+def export_onnx(clip: CLIPModel, tokenizer, folder: Path, dtype: str = "float32") -> dict:
+    """`folder/onnx/vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`; returns the two paths."""
+    onnx_dir = folder / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ONNX_DTYPES[dtype]
+    size = clip.config.vision_config.image_size
+    batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx"}
+    _export_tower(
+        VisionTower(clip), (torch.rand(2, 3, size, size),), ["pixel_values"], "image_embeds",
+        {"pixel_values": {0: batch}}, paths["vision"], dtype,
+    )
+    # Two prompts of different lengths, so neither axis is traced as a constant.
+    tokens = tokenizer(["a face.", "a photo of a face with an expression of happiness."], padding=True,
+                       return_tensors="pt")
+    _export_tower(
+        TextTower(clip), (tokens["input_ids"], tokens["attention_mask"]), ["input_ids", "attention_mask"],
+        "text_embeds", {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+        paths["text"], dtype,
+    )
+    return paths
+
+
+# ----- checks before the folder is kept ----------------------------------------------------------------------------
+
+
+def probe_pixel_values(processor) -> torch.Tensor:
+    """Two deterministic images of different shapes through the model's own processor."""
+    y, x = np.mgrid[0:96, 0:128]
+    first = np.stack([x * 2 % 256, y * 2 % 256, (x + y) % 256], -1).astype(np.uint8)
+    second = (255 * (0.5 + 0.5 * np.sin(np.stack([x / 7.0, y / 5.0, (x - y) / 9.0], -1)))).astype(np.uint8)
+    images = [Image.fromarray(first), Image.fromarray(second[:80, :60])]
+    return processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def _largest_difference(embeds, expected: torch.Tensor) -> float:
+    embeds = F.normalize(torch.as_tensor(np.asarray(embeds), dtype=torch.float32), dim=-1)
+    return float((embeds - expected.float()).abs().max())
+
+
+def _check(name: str, difference: float, tolerance: float) -> None:
+    if not difference <= tolerance:  # also refuses NaN
+        raise ExportError(
+            f"check failed: {name} differs from Exp-CLIP's by {difference:.3g} (more than {tolerance:g}); "
+            "nothing was written"
+        )
+
+
+def verify_export(folder: Path, model: ExpCLIPModel, processor, prompts: list[str], onnx_paths: dict | None,
+                  dtype: str) -> dict:
+    """Reload what was written and compare its normalised embeddings with Exp-CLIP's: the stock CLIPModel (float32)
+    always, ONNX Runtime's towers when exported. Raises ExportError when any difference is over the tolerance."""
+    pixel_values = probe_pixel_values(processor)
+    tokens = processor.tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="np")
+    with torch.inference_mode():
+        expected_image = model.get_image_features(pixel_values)
+        expected_text = model.get_text_features(torch.from_numpy(tokens["input_ids"]),
+                                                torch.from_numpy(tokens["attention_mask"]))
+        clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+        image = clip.get_image_features(pixel_values=pixel_values).pooler_output
+        text = clip.get_text_features(input_ids=torch.from_numpy(tokens["input_ids"]),
+                                      attention_mask=torch.from_numpy(tokens["attention_mask"])).pooler_output
+    differences = {
+        "CLIPModel image_embeds": _largest_difference(image, expected_image),
+        "CLIPModel text_embeds": _largest_difference(text, expected_text),
+    }
+    if onnx_paths:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        vision = onnxruntime.InferenceSession(str(onnx_paths["vision"]), options, providers=["CPUExecutionProvider"])
+        text_session = onnxruntime.InferenceSession(str(onnx_paths["text"]), options,
+                                                    providers=["CPUExecutionProvider"])
+        image = vision.run(["image_embeds"], {"pixel_values": pixel_values.numpy()})[0]
+        text = text_session.run(["text_embeds"], {"input_ids": tokens["input_ids"].astype(np.int64),
+                                                  "attention_mask": tokens["attention_mask"].astype(np.int64)})[0]
+        differences[f"ONNX Runtime image_embeds ({dtype})"] = _largest_difference(image, expected_image)
+        differences[f"ONNX Runtime text_embeds ({dtype})"] = _largest_difference(text, expected_text)
+    for name, difference in differences.items():
+        _check(name, difference, TOLERANCE["float32" if name.startswith("CLIPModel") else dtype])
+    return differences
+
+
+# ----- the model card ----------------------------------------------------------------------------------------------
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`owner/name` when `name` looks like a Hub id rather than a local path (the card's base_model must be one)."""
+    if name and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists():
+        return name
+    return None
+
+
+def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict) -> ModelCard:
+    config = model.config
+    base = config.clip_model_name_or_path
+    tags = ["exp-clip", "clip", "facial-expression-recognition", "zero-shot-image-classification"]
+    if to == "onnx":
+        tags += ["onnx", "transformers.js"]
+    data = ModelCardData(
+        base_model=_hub_id(base),
+        library_name="transformers",
+        pipeline_tag="zero-shot-image-classification",
+        tags=tags,
+    )
+    type3 = PROMPT_SETS["type3"][0]
+    provenance = [
+        ("base CLIP", base),
+        ("Exp-CLIP head", f"{config.clip_embed_dim} -> {config.projection_dim}, no bias"),
+        ("teacher (LLM knowledge)", config.teacher_model_name_or_path),
+        ("teacher instruction", config.instruction),
+        ("teacher target pooling", config.target_pooling),
+        ("teacher dropout during training (original quirk)", config.teacher_dropout),
+        ("original checkpoint", getattr(config, "original_checkpoint", None)),
+        ("image preprocessing", getattr(config, "image_preprocessing", None)),
+        ("exported from", source),
+    ]
+    rows = "\n".join(f"| {key} | {value} |" for key, value in provenance if value is not None)
+    labels = ", ".join(f'"{name}"' for name in info["class_names"][:3])
+    onnx_files = ""
+    if to == "onnx":
+        suffix = ONNX_DTYPES[dtype]
+        js_dtype = ', with `dtype: "fp16"`' if suffix else ""
+        onnx_files = (
+            f"\n## ONNX\n\n`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
+            f"`onnx/text_model{suffix}.onnx` (`input_ids`, `attention_mask` -> `text_embeds`), {dtype}, the layout "
+            "transformers.js reads (`CLIPVisionModelWithProjection`, `CLIPTextModelWithProjection`"
+            f"{js_dtype}). Both were checked against Exp-CLIP with ONNX Runtime "
+            "when exported.\n"
+        )
+    body = f"""
+# Exp-CLIP as a stock CLIP model
+
+[Exp-CLIP]({ARXIV}) (Zhao, Cao, Gong, Patras, *Enhancing Zero-Shot Facial Expression Recognition by LLM Knowledge
+Transfer*, WACV 2025) trains one bias-free linear map W on top of a frozen CLIP so that CLIP's embeddings of faces
+land where an LLM puts them. Here W is folded into CLIP's own projections: `visual_projection = W · visual_projection`
+and `text_projection = W · text_projection` (`projection_dim` {config.projection_dim}). The logits are Exp-CLIP's
+(videos too: average the frames' `image_embeds`, then normalise), and the folder is a plain `CLIPModel`: no custom
+code, no `trust_remote_code`. Written by `expclip export`.
+
+## Use
+
+Use the paper's prompt (type3): `{type3}`
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("zero-shot-image-classification", model="path/to/this/folder")
+classifier("face.jpg", candidate_labels=[{labels}, ...],
+           hypothesis_template="{type3}")
+```
+
+Keep the folder's image processor: it is the preprocessing the head was trained with.
+
+## Text classifier
+
+`text_classifier.safetensors` and `text_classifier.json` hold the normalised prompt embeddings of
+{", ".join(info["class_names"])} under the prompt sets {", ".join(info["prompt_sets"])}, each prompt's class index and
+the normalised class embeddings: `logits = logit_scale * normalize(image_embeds) @ prompt_embeds.T`, then the
+mean over each class's prompts (the paper's logit averaging); `logit_scale` is {info["logit_scale"]:g}. With it an
+app needs only the vision model.
+{onnx_files}
+## Provenance
+
+| | |
+| --- | --- |
+{rows}
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+# ----- output folder -----------------------------------------------------------------------------------------------
+
+
+def _is_export(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / f"{TEXT_CLASSIFIER}.json").is_file()
+
+
+def check_output(output_dir: Path, overwrite: bool) -> None:
+    """Refuse an output that exists and is not empty, unless `overwrite` and it is an earlier export (a folder this
+    command did not write is never deleted)."""
+    if not output_dir.exists() and not output_dir.is_symlink():
+        return
+    if not output_dir.is_dir():
+        raise ExportError(f"{output_dir}: exists and is not a folder; choose another --output")
+    if not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(f"{output_dir}: already exists and is not empty; choose another --output or pass --overwrite")
+    if not _is_export(output_dir):
+        raise ExportError(f"{output_dir}: not a folder written by expclip export; refusing to replace it")
+
+
+def _shareable(folder: Path) -> None:
+    """The permissions a plain `mkdir` / `open` would give: mkdtemp's folder and some writers' files are private (0700,
+    0600), and a model folder is meant to be served and shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _write_atomically(output_dir: Path, write) -> None:
+    """`write(tmp)` in a temporary folder beside `output_dir`, then rename: a failure leaves nothing behind."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    old = None
+    try:
+        write(tmp)
+        _shareable(tmp)
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.replaced")
+            os.replace(output_dir, old)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ----- export ------------------------------------------------------------------------------------------------------
+
+
+def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
+    """MODEL (a folder, a Hub id, or None / an alias for the authors' converted head) -> model, processor, folder."""
+    from convert_expclip_original import ModelFetchError, resolve_model
+
+    try:
+        source = resolve_model(model)
+    except ModelFetchError as error:
+        raise ExportError(str(error))
+    path = Path(source)
+    if path.is_file():
+        raise ExportError(f"{source}: a file, not an Exp-CLIP model folder (expclip convert turns an authors' .pth "
+                          "head into one)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ExportError(f"{source}: not an Exp-CLIP model (no config.json in this folder)")
+    if not path.exists() and _hub_id(source) is None:
+        raise ExportError(f"{source}: no such folder, and not a Hub id")
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(source)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{source}: not an Exp-CLIP model ({first_line(error)})")
+    if config.get("model_type") != "expclip":
+        found = f"model_type {config.get('model_type')!r}" if config.get("model_type") else "no model_type"
+        raise ExportError(f"{source}: not an Exp-CLIP model ({found} in its config.json, expected 'expclip')")
+    try:
+        expclip = ExpCLIPModel.from_pretrained(source, dtype=torch.float32).eval()
+        processor = CLIPProcessor.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{source}: cannot load this Exp-CLIP model ({first_line(error)})")
+    return expclip, processor, source
+
+
+def export_model(
+    model: str | None,
+    output_dir,
+    to: str = "clip",
+    dtype: str = "float32",
+    class_names: list[str] | None = None,
+    prompt_sets=DEFAULT_PROMPT_SETS,
+    overwrite: bool = False,
+) -> Path:
+    """Export an Exp-CLIP model (folder, Hub id or alias) to `output_dir`: a stock CLIPModel folder with the model's
+    processor, a model card and the text classifier; `to="onnx"` adds the two ONNX towers, checked with ONNX Runtime.
+
+    `class_names`: default the 7 basic expressions. `prompt_sets`: names from PROMPT_SETS, or a dict name -> templates.
+    Raises `ExportError` (one line) and writes nothing when the model, the options or the output are refused."""
+    output_dir = Path(output_dir)
+    if to not in TARGETS:
+        raise ExportError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+    if dtype not in ONNX_DTYPES:
+        raise ExportError(f"--dtype must be one of {', '.join(ONNX_DTYPES)}, got {dtype!r}")
+    if dtype != "float32" and to != "onnx":
+        raise ExportError("--dtype applies to the ONNX files only (use --to onnx); the safetensors stay float32")
+    check_output(output_dir, overwrite)  # before any loading
+    if to == "onnx":
+        check_onnx_installed()
+    if not isinstance(prompt_sets, dict):
+        prompt_sets = {name: name for name in prompt_sets}
+    if not prompt_sets:
+        raise ExportError("no prompt set given")
+    class_names = list(class_names) if class_names is not None else list(BASIC_EXPRESSIONS)
+    if not class_names or any(not name.strip() for name in class_names):
+        raise ExportError(f"empty label in {','.join(class_names)!r}" if class_names else "the label list is empty")
+
+    expclip, processor, source = load_expclip(model)
+    try:
+        tensors, info = text_classifier_files(expclip, processor.tokenizer, class_names, prompt_sets)
+    except ValueError as error:  # unknown prompt set, template without {}, duplicate labels
+        raise ExportError(first_line(error))
+    clip = fold_into_clip(expclip)
+    card = model_card(expclip, str(model if model is not None else source), to, dtype, info)
+    prompts = [prompt for spec in info["prompt_sets"].values() for class_prompts in spec["prompts"]
+               for prompt in class_prompts]
+
+    def write(folder: Path):
+        clip.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        processor.image_processor.save_pretrained(folder)  # preprocessor_config.json: what transformers.js reads
+        save_file(tensors, folder / f"{TEXT_CLASSIFIER}.safetensors", metadata={"format": "pt"})
+        (folder / f"{TEXT_CLASSIFIER}.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        card.save(folder / "README.md")
+        onnx_paths = export_onnx(clip, processor.tokenizer, folder, dtype) if to == "onnx" else None
+        verify_export(folder, expclip, processor, prompts, onnx_paths, dtype)
+
+    _write_atomically(output_dir, write)
+    return output_dir
+
+
+# ----- command line ------------------------------------------------------------------------------------------------
+
+
+def parse_prompt_sets(text: str | None) -> dict:
+    """`--prompts type3,type5` (named sets) or `--prompts "a photo of {}.|a face showing {}."` (one set of
+    `|`-separated templates, stored as `custom`)."""
+    if text is None:
+        return {name: name for name in DEFAULT_PROMPT_SETS}
+    names = [name.strip() for name in text.split(",")]
+    if all(name in PROMPT_SETS for name in names):
+        return {name: name for name in names}
+    return {"custom": [template.strip() for template in text.split("|")]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="an Exp-CLIP model: a local folder, a Hub id, or one of the "
+                        "aliases expclip-l14, expclip-b16, expclip-b32")
+    parser.add_argument("--to", choices=TARGETS, default="clip", help="clip: a stock CLIPModel folder (default); "
+                        "onnx: the same plus onnx/vision_model.onnx and onnx/text_model.onnx")
+    parser.add_argument("--output", required=True, type=Path, help="folder to write (must not exist, or be empty)")
+    parser.add_argument("--dtype", choices=list(ONNX_DTYPES), default="float32",
+                        help="precision of the ONNX files (float16: *_fp16.onnx, float32 inputs and outputs)")
+    parser.add_argument("--labels", help='comma-separated class names for the text classifier (default: the 7 basic '
+                        'expressions)')
+    parser.add_argument("--prompts", help="prompt sets for the text classifier, comma-separated (default: type3,type5;"
+                        f" known: {', '.join(PROMPT_SETS)}), or your own '|'-separated templates with {{}}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output written by an earlier "
+                        "export")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # success is one line, a refusal too
+    labels = None if args.labels is None else [name.strip() for name in args.labels.split(",")]
+    try:
+        folder = export_model(args.model, args.output, to=args.to, dtype=args.dtype, class_names=labels,
+                              prompt_sets=parse_prompt_sets(args.prompts), overwrite=args.overwrite)
+    except Exception as error:
+        if args.debug:
+            raise
+        message = str(error) if isinstance(error, ExportError) else one_line(error)
+        print(f"expclip export: {message}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}")
+    return 0
