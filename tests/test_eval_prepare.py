@@ -169,7 +169,8 @@ def test_strict_makes_a_mismatch_fatal_in_one_line(prepared):
     result, dataset, _, _ = prepared["strict"]
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("expclip prepare: error: differs from SPEC §5 (--strict): AFEW validation: 7 items")
+    assert lines[-1].startswith(
+        "expclip prepare: error: differs from the paper's test sets (--strict): AFEW validation: 7 items")
     assert "Traceback" not in result.stderr
 
 
