@@ -179,7 +179,8 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
                       if k in kwargs}
         if kwargs.get("config") is None:
-            model_type = cls.config_class.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)[0].get("model_type")
+            config_dict = cls.config_class.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)[0]
+            model_type = config_dict.get("model_type")
             if model_type == "clip":
                 raise ValueError(f"{name}: a plain CLIP checkpoint, not an Exp-CLIP model (it has no projection head); "
                                  f"build one with `expclip convert HEAD.pth --clip {name} --output DIR`")

@@ -58,7 +58,8 @@ def _check_inputs(target: Path, name: str, inputs) -> None:
         if source is None:
             continue
         source_path = _resolved(source)
-        if target == source_path or (target.exists() and source_path.exists() and os.path.samefile(target, source_path)):
+        same = target.exists() and source_path.exists() and os.path.samefile(target, source_path)
+        if target == source_path or same:
             raise OutputError(f"{name}: is an input of this command; choose another output")
         if source_path.is_dir() and _inside(target, source_path):
             raise OutputError(f"{name}: is inside the input folder {source}; choose an output outside it")

@@ -551,6 +551,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers must be at least 1, got {args.workers}", 2)
+    timeline_dir = None
+    if args.timeline:
+        timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
+    try:  # where the run writes, before any work: never an input, never a folder holding other files
+        if args.output:
+            check_output_file(args.output, args.paths, args.overwrite)
+        for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
+            if folder is not None:
+                check_output_folder(folder, "predict", args.paths, reuse=True, option=option)
+    except OutputError as error:
+        return _fail(str(error), 2)
     try:
         device = resolve_device(args.device)
     except ValueError as error:
@@ -570,17 +581,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_label_set(labels, prompts)
     except ValueError as error:
-        return _fail(str(error), 2)
-    timeline_dir = None
-    if args.timeline:
-        timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
-    try:  # where the run writes, before any work: never an input, never a folder holding other files
-        if args.output:
-            check_output_file(args.output, args.paths, args.overwrite)
-        for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
-            if folder is not None:
-                check_output_folder(folder, "predict", args.paths, reuse=True, option=option)
-    except OutputError as error:
         return _fail(str(error), 2)
 
     from convert_expclip_original import ModelFetchError, resolve_model

@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --train_dir or --dataset_name")
     eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
     inputs = [data_args.train_dir, data_args.dataset_data_dir, data_args.eval_results,
-              *(p for p in (model_args.clip_model_name_or_path, model_args.teacher_model_name_or_path) if Path(p).exists())]
+              *(p for p in (model_args.clip_model_name_or_path, model_args.teacher_model_name_or_path)
+                if Path(p).exists())]
     # Before any work: never an input, never a folder holding files this trainer did not write.
     check_output_folder(training_args.output_dir, "train", inputs, training_args.overwrite_output_dir,
                         option="--output_dir")
