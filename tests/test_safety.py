@@ -96,8 +96,8 @@ def test_no_command_writes_over_an_input_or_a_folder_of_other_files(workspace, w
 def test_predict_refuses_an_annotate_path_that_is_an_existing_file(workspace):
     before = checksums(workspace)
     result = run_command(EXPCLIP, "predict", "photos", "--model", "clip", "--annotate", "notes.txt", cwd=workspace)
-    assert one_line_error(result) == "expclip predict: error: --annotate notes.txt: is a file, not a folder; choose a " \
-                                     "new or empty folder"
+    assert one_line_error(result) == (
+        "expclip predict: error: --annotate notes.txt: is a file, not a folder; choose a new or empty folder")
     assert checksums(workspace) == before
 
 
@@ -304,25 +304,55 @@ def test_clip_shorter_than_its_samples_counts_distinct_frames():
     assert "clip.mp4 [clip, 12 of 12 frames]" in format_table([record], ["a"])
 
 
-def test_benchmark_labels_must_be_plain_digits_and_conflicting_duplicates_are_excluded(tmp_path):
-    release = tmp_path / "basic"
+def test_short_clip_with_faces_reports_its_frames_and_faces_in_the_table_and_summary(tmp_path, tiny_expclip_dir):
+    from skimage import data
+
+    (tmp_path / "clip").mkdir()
+    for index in range(12):
+        Image.fromarray(data.astronaut()).resize((256, 256)).save(tmp_path / "clip" / f"frame_{index:02d}.png")
+    result = run_command(EXPCLIP, "predict", tmp_path / "clip", "--frames", "--faces", "--model", tiny_expclip_dir)
+    assert result.returncode == 0, result.stderr
+    assert "[clip, 12 of 12 frames]" in result.stdout  # 16 samples of a 12-frame clip repeat frames
+    assert result.stderr.strip().splitlines()[-1] == (
+        "expclip predict: 1 input: 1 prediction (a face in 16 of 16 sampled clip frames), 0 failed")
+
+
+@pytest.fixture(scope="module")
+def odd_rafdb(tmp_path_factory):
+    """A RAF-DB release whose label list has a superscript digit, an Arabic-Indic digit, an image listed twice with
+    different labels and one listed twice with the same label, prepared by a real `expclip prepare`."""
+    root = tmp_path_factory.mktemp("rafdb")
+    release = root / "basic"
     (release / "EmoLabel").mkdir(parents=True)
     (release / "Image" / "aligned").mkdir(parents=True)
     rows = ["test_0001.jpg 5", "test_0002.jpg \u00b2", "test_0003.jpg \u0663", "test_0004.jpg 1", "test_0004.jpg 2",
             "test_0005.jpg 4", "test_0005.jpg 4"]
     (release / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     for number in range(1, 6):
-        Image.new("RGB", (8, 8)).save(release / "Image" / "aligned" / f"test_000{number}_aligned.jpg")
-    result = run_command(EXPCLIP, "prepare", "--benchmark", "raf-db", "--source", release, "--output",
-                         tmp_path / "out")
+        Image.new("RGB", (8, 8), (40 * number, 90, 120)).save(release / "Image" / "aligned" /
+                                                               f"test_000{number}_aligned.jpg")
+    result = run_command(EXPCLIP, "prepare", "--benchmark", "raf-db", "--source", release, "--output", root / "out")
+    return result, root / "out"
+
+
+def test_benchmark_labels_must_be_plain_digits_and_conflicting_duplicates_are_excluded(odd_rafdb):
+    result, prepared = odd_rafdb
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    metadata = json.loads((tmp_path / "out" / "expclip_prepare.json").read_text())
+    metadata = json.loads((prepared / "expclip_prepare.json").read_text())
     assert metadata["num_items"] == 2  # test_0001 and test_0005 (listed twice, same label: kept once)
     reasons = [entry["reason"] for entry in metadata["excluded"]]
     assert any(r.endswith(":2: label '\u00b2' is outside RAF-DB's 1..7") for r in reasons)
     assert any(r.endswith(":3: label '\u0663' is outside RAF-DB's 1..7") for r in reasons)
     assert any("test_0004.jpg: listed 2 times with different labels" in r and ":4" in r and ":5" in r
                for r in reasons)
+
+
+def test_evaluate_refuses_a_plain_clip_model_and_writes_no_results(odd_rafdb, tiny_clip_dir, tmp_path):
+    _, prepared = odd_rafdb
+    result = run_command(EXPCLIP, "evaluate", "--benchmark", "raf-db", "--data", prepared, "--model", tiny_clip_dir,
+                         "--output", tmp_path / "results")
+    assert "plain CLIP checkpoint, not an Exp-CLIP model" in one_line_error(result)
+    assert not (tmp_path / "results").exists()
 
 
 def test_training_on_images_that_are_all_unreadable_is_one_line_not_an_index_error(tmp_path, tiny_clip_dir,
