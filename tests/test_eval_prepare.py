@@ -200,7 +200,8 @@ def test_unknown_benchmark_is_a_one_line_error(tmp_path):
 
 
 def test_missing_label_file_is_a_one_line_error_naming_what_was_looked_for(tmp_path):
-    result = prepare_command("dfew", tmp_path, tmp_path / "out")
+    (tmp_path / "release").mkdir()  # the output may not lie inside the release
+    result = prepare_command("dfew", tmp_path / "release", tmp_path / "out")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path}: no DFEW test split folder (looked for "
-                                     "EmoLabel_DataSplit/test(single-labeled))")
+    assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path / 'release'}: no DFEW test split folder "
+                                     "(looked for EmoLabel_DataSplit/test(single-labeled))")
