@@ -30,6 +30,7 @@ from hub_cache_expclip import download as _download
 from hub_cache_expclip import offline as _offline
 from inputs_expclip import first_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel
+from outputs_expclip import OutputError, check_output_folder, mark_output
 
 ORIGINAL_HEAD_KEY = "mlp.weight"
 ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
@@ -73,6 +74,8 @@ def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
         found = f"a {weight.dtype} tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ConversionError(f"{path}: '{ORIGINAL_HEAD_KEY}' must be a floating-point tensor, found {found}")
+    if not torch.isfinite(weight).all():
+        raise ConversionError(f"{path}: '{ORIGINAL_HEAD_KEY}' holds NaN or infinite values; refused (a broken head)")
     if weight.dim() != 2 or weight.shape[1] != clip_embed_dim:
         raise ConversionError(
             f"{path}: '{ORIGINAL_HEAD_KEY}' has shape {list(weight.shape)}, but the CLIP's embedding width is "
@@ -81,20 +84,16 @@ def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
     return weight.float()
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and not (overwrite or (output_dir.is_dir() and not any(output_dir.iterdir()))):
-        raise ConversionError(f"{output_dir}: already exists; choose another --output or pass --overwrite")
-
-
 def _write_folder_atomically(output_dir: Path, write, overwrite: bool = False) -> Path:
-    """Run `write(tmp_folder)` in a temporary folder beside `output_dir`, then rename: no half-written folder stays."""
-    _check_output(output_dir, overwrite)
+    """Run `write(tmp_folder)` in a temporary folder beside `output_dir`, then rename: no half-written folder stays.
+    An existing `output_dir` was checked by `check_output_folder` (empty, or only this command's own files)."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
     try:
         write(tmp)
+        mark_output(tmp, "convert")
         if output_dir.exists():
-            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+            shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,7 +107,11 @@ def convert_original_head(
 
     `source` records where the head came from (default: the file name) in the config's provenance."""
     clip_name_or_path, output_dir = str(clip_name_or_path), Path(output_dir)
-    _check_output(output_dir, overwrite)  # fail before any loading
+    try:  # before any loading: never an input, never a folder this command did not write
+        check_output_folder(output_dir, "convert", [pth_path, clip_name_or_path if Path(clip_name_or_path).exists()
+                                                    else None], overwrite=overwrite)
+    except OutputError as error:
+        raise ConversionError(str(error))
     try:
         model_type = CLIPConfig.get_config_dict(clip_name_or_path)[0].get("model_type")
         clip_config = CLIPConfig.from_pretrained(clip_name_or_path)
@@ -153,6 +156,17 @@ def _cached_provenance(folder: Path) -> tuple | None:
     return config.get("original_checkpoint"), config.get("clip_model_name_or_path")
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    """A Hub repo id ("org/name" or "name"), not a path: "./x", "/x", "~/x", "a/b/c" are folders."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "~"))
+
+
 def resolve_model(model: str | None = None) -> str:
     """`--model` -> a folder or Hub id `from_pretrained` can load. None or an alias (`expclip-l14`, the default,
     `expclip-b16`, `expclip-b32`) -> the authors' head converted and cached on first use; anything else passes through.
@@ -160,7 +174,9 @@ def resolve_model(model: str | None = None) -> str:
     Raises `ModelFetchError` (one line) when the head or CLIP cannot be fetched."""
     alias = DEFAULT_MODEL if model is None else str(model)
     if alias not in DEFAULT_MODELS:
-        return alias
+        if not Path(alias).expanduser().exists() and not _looks_like_hub_id(alias):
+            raise ModelFetchError(f"{alias}: no such model folder")
+        return str(Path(alias).expanduser()) if Path(alias).expanduser().exists() else alias
     clip_name_or_path, head_file = DEFAULT_MODELS[alias]
     clip_name_or_path = os.environ.get("EXPCLIP_CLIP_MODEL") or clip_name_or_path
     head_url = (os.environ.get("EXPCLIP_HEAD_BASE_URL") or ORIGINAL_HEAD_BASE_URL).rstrip("/") + "/" + head_file
@@ -168,7 +184,7 @@ def resolve_model(model: str | None = None) -> str:
     if _cached_provenance(folder) == (head_url, str(clip_name_or_path)):
         return str(folder)
     hint = (
-        f"pass --model a local folder instead, e.g. one written by "
+        f"use a local model folder instead (--model DIR; in Python, the model argument), e.g. one written by "
         f"`expclip convert {head_file} --clip {clip_name_or_path} --output DIR`"
     )
     if _offline():
@@ -202,8 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip", required=True, help="the CLIP the head was trained on: Hub id or local folder "
         "(openai/clip-vit-large-patch14 for the L/14 head, ...-base-patch16, ...-base-patch32)"
     )
-    parser.add_argument("--output", required=True, type=Path, help="folder to write (must not exist, or be empty)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    parser.add_argument("--output", required=True, type=Path, help="folder to write (new, or empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier output of expclip convert (never a folder holding anything else)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 

@@ -79,7 +79,10 @@ class HaarFaceDetector:
             # opencv-python 5.x ships no cascades and no CascadeClassifier.
             raise DetectorError(f"OpenCV {cv2.__version__} has no Haar cascade {cascade!r}; "
                                 "install opencv-python-headless<5 or use --detector yunet --detector-model FILE.onnx")
-        self.cascade = cv2.CascadeClassifier(str(path))
+        try:  # a malformed XML file raises (cv2.error, or SystemError) instead of giving an empty cascade
+            self.cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):
+            raise DetectorError(f"{path}: not a readable OpenCV cascade (malformed XML)")
         if self.cascade.empty():
             raise DetectorError(f"{path}: not a readable OpenCV cascade")
         self.scale_factor, self.min_neighbors, self.min_size, self.max_side = (

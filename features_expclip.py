@@ -267,7 +267,9 @@ def build_feature_cache(
                 signal.pause()  # the test kills us here
         progress.close()
     state.wait_for_everyone()
-    dataset = concatenate_datasets([load_from_disk(str(folder)) for folder in folders])
+    # A shard whose every image was unreadable holds no rows (and no data file load_from_disk could read).
+    loaded = [load_from_disk(str(f)) for f in folders if json.loads((f / "state.json").read_text())["_data_files"]]
+    dataset = concatenate_datasets(loaded) if loaded else Dataset.from_dict({"image": [], "sha256": []})
     skipped = [reason for folder in folders for reason in json.loads((folder / "skipped.json").read_text())]
     return dataset, skipped
 

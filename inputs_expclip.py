@@ -6,6 +6,7 @@ Every input is read by `load_image` (any PIL mode -> RGB, EXIF rotation applied)
 `InputError` that names it, and the rest goes on. Nothing here imports another module of this project.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +47,33 @@ def original_image_processor_settings(image_size: int) -> dict:
     )
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A one-channel image of 16/32-bit integers or floats -> 8-bit grey, scaled from its value range: floats in
+    [0, 1] and integers up to 255 or 65535 as such, any other range (negative values) stretched to 0..255.
+    Raises ValueError for values no scale can show (NaN, infinity, one constant value out of range)."""
+    array = np.asarray(image, dtype=np.float64)
+    if array.size and not np.isfinite(array).all():
+        raise ValueError(f"{image.mode} pixels hold NaN or infinite values")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if image.mode == "F" and 0.0 <= low and high <= 1.0:
+        scaled = array * 255.0  # float images in [0, 1]
+    elif 0.0 <= low and high <= 255.0:
+        scaled = array
+    elif 0.0 <= low and high <= 65535.0:
+        scaled = array / 65535.0 * 255.0  # 16-bit
+    elif high > low:  # any other range: stretched, never clipped to black
+        scaled = (array - low) / (high - low) * 255.0
+    else:
+        raise ValueError(f"{image.mode} pixels are all {low:g}, outside any 8/16-bit or [0, 1] range")
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: EXIF rotation applied, alpha composited on white, 16-bit scaled down."""
+    """Any PIL mode -> 8-bit RGB: EXIF rotation applied, alpha composited on white, 16/32-bit and float images
+    scaled from their value range (ValueError when no scale can show them)."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _to_8bit(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -73,6 +94,8 @@ def load_image(source) -> Image.Image:
             return to_rgb(Image.fromarray(source))
         except (TypeError, ValueError) as error:
             raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
+    if is_url(source):
+        raise InputError(f"{source}: URLs are not read; download the file and give its path")
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
@@ -84,10 +107,33 @@ def load_image(source) -> Image.Image:
         with Image.open(path) as image:
             image.seek(0)
             image.load()
-            return to_rgb(image)
+            try:
+                return to_rgb(image)
+            except ValueError as error:  # the file was read; its pixels cannot be shown as an image
+                raise InputError(f"{path}: refused, {first_line(error)}")
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused, image too large ({first_line(error)})")
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image PIL can read")
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})")
+
+
+def is_url(text) -> bool:
+    """"https://...", "s3://...": a URL, which no command reads (a path would silently become "https:/...")."""
+    return isinstance(text, str) and "://" in text and text.split("://", 1)[0].replace("+", "").isalpha()
+
+
+def walk_files(folder) -> list[Path]:
+    """Every file under `folder`, sorted, hidden names left out. Symlinked folders are followed, each real folder
+    once, so a link back up the tree cannot loop."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link to a folder already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(root, name) for name in names if not name.startswith(".")]
+    return sorted(files)

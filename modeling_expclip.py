@@ -11,6 +11,7 @@ and the sibling `configuration_expclip.py`.
 """
 
 import math
+import string
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,14 @@ def build_class_prompts(
     if not prompt_templates:
         raise ValueError("the prompt template list is empty")
     for template in prompt_templates:
-        if "{}" not in template:
-            raise ValueError(f"prompt template {template!r} has no '{{}}' for the class name")
+        try:  # exactly one "{}" (literal braces are written "{{" and "}}")
+            fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        except ValueError as error:
+            raise ValueError(f"prompt template {template!r}: {error}")
+        if fields != [""]:
+            found = ", ".join("{" + field + "}" for field in fields) or "none"
+            raise ValueError(f"prompt template {template!r} must hold exactly one '{{}}' for the class name "
+                             f"(found: {found}; write literal braces as '{{{{' and '}}}}')")
     prompt_overrides = prompt_overrides or {}
     return [list(prompt_overrides.get(name) or [t.format(name) for t in prompt_templates]) for name in class_names]
 
@@ -165,9 +172,30 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         return cls(config, clip=clip)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs) -> "ExpCLIPModel":
-        # Loading replaces parameters (with requires_grad=True): lock CLIP again.
-        return super().from_pretrained(*args, **kwargs).lock_clip()
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "ExpCLIPModel":
+        """Load a saved Exp-CLIP model; a plain CLIP checkpoint, missing weights or a non-finite head are refused
+        (ValueError, one line): an untrained head would give confident nonsense."""
+        name = str(pretrained_model_name_or_path)
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                      if k in kwargs}
+        if kwargs.get("config") is None:
+            config_dict = cls.config_class.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)[0]
+            model_type = config_dict.get("model_type")
+            if model_type == "clip":
+                raise ValueError(f"{name}: a plain CLIP checkpoint, not an Exp-CLIP model (it has no projection head); "
+                                 f"build one with `expclip convert HEAD.pth --clip {name} --output DIR`")
+            if model_type != cls.config_class.model_type:
+                raise ValueError(f"{name}: not an Exp-CLIP model (config.json has model_type {model_type!r})")
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            raise ValueError(f"{name}: incomplete Exp-CLIP model, {len(missing)} weight(s) missing from its files "
+                             f"({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''})")
+        if not torch.isfinite(model.projection.weight).all():
+            raise ValueError(f"{name}: the projection head holds NaN or infinite weights; refused (a broken model)")
+        model.lock_clip()  # loading replaces parameters (with requires_grad=True): lock CLIP again
+        return (model, info) if want_info else model
 
     def lock_clip(self):
         """Freeze every CLIP weight, `logit_scale` included, and keep CLIP in eval mode (SPEC §2)."""

@@ -25,7 +25,17 @@ import numpy as np
 from PIL import Image
 
 from faces_expclip import crop_face
-from inputs_expclip import DTYPES, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, load_image, one_line
+from inputs_expclip import (
+    DTYPES,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    InputError,
+    is_url,
+    load_image,
+    one_line,
+    walk_files,
+)
+from outputs_expclip import OutputError, check_output_file, check_output_folder, mark_output
 
 # ----- label sets and prompt sets -------------------------------------------------------------------------------------
 
@@ -81,16 +91,15 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
             items.append(Item(source, f"<array {position}>", "image"))
             continue
         path = Path(source)
-        if not path.exists():
+        if is_url(source):
+            items.append(Item(source, str(source), "error", f"{source}: URLs are not read; download the file first"))
+        elif not path.exists():
             items.append(Item(path, str(path), "error", f"{path}: no such file or directory"))
         elif path.is_dir() and frames:
             items.append(Item(path, str(path), "video"))
         elif path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-            )
+            # Symlinked sub-folders are walked too, each real folder once (no loops).
+            found = [p for p in walk_files(path) if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
             if not found:
                 items.append(Item(path, str(path), "error", f"{path}: folder holds no images or videos"))
             for file in found:
@@ -201,6 +210,8 @@ class ExpCLIPPredictor:
         return boxes
 
     def _record(self, item: Item, kind: str, probs: np.ndarray, **extra) -> dict:
+        if not np.isfinite(probs).all():  # never a confident label (or NaN in JSON) from a broken model
+            return {"source": item.name, "kind": "error", "error": f"{item.name}: the model gave NaN scores"}
         scores = {name: float(p) for name, p in zip(self.class_names, probs)}
         return {"source": item.name, "kind": kind, "label": self.class_names[int(np.argmax(probs))],
                 "scores": scores, **extra}
@@ -243,7 +254,7 @@ class ExpCLIPPredictor:
             if box is None:
                 loaded[slot][2][index] = self._record(item, "image", row)
             else:
-                loaded[slot][2][index] = self._record(item, "face", row, face=index, box=box.as_list())
+                loaded[slot][2][index] = self._record(item, "face", row, face=index + 1, box=box.as_list())
         return loaded
 
     # ----- videos ---------------------------------------------------------------------------------------------------
@@ -331,9 +342,14 @@ class ExpCLIPPredictor:
             results = [(item, None, [{"source": item.name, "kind": "error", "error": item.error}])]
         for item, image, records in results:
             if annotate_dir is not None and image is not None:
-                path = annotate(image, records, Path(annotate_dir), item.name, annotated)
-                for record in records:
-                    record["annotated"] = str(path)
+                try:  # a file that cannot be written is this item's problem, not the run's
+                    path = annotate(image, records, Path(annotate_dir), item.name, annotated)
+                except OSError as error:
+                    records = [{"source": item.name, "kind": "error",
+                                "error": f"{item.name}: annotated image not written ({one_line(error)})"}] + records
+                else:
+                    for record in records:
+                        record["annotated"] = str(path)
             if progress is not None:
                 progress.update(1)
             yield item, records
@@ -406,6 +422,8 @@ def annotate(image: Image.Image, records: list[dict], folder: Path, name: str, t
         draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
         draw.text(origin, text, fill=(255, 255, 255), font=font)
     stem = Path(name).stem or "image"
+    while len(stem.encode("utf-8", "surrogateescape")) > 200:  # file systems allow 255 bytes per name
+        stem = stem[:-1]
     path, counter = folder / f"{stem}.jpg", 1
     while path in taken:
         path, counter = folder / f"{stem}-{counter}.jpg", counter + 1
@@ -420,9 +438,9 @@ def annotate(image: Image.Image, records: list[dict], folder: Path, name: str, t
 def _item_label(record: dict) -> str:
     if record.get("kind") == "face":
         x, y, w, h = record["box"]
-        return f"{record['source']} [face {record['face'] + 1} at {x},{y} {w}x{h}]"
+        return f"{record['source']} [face {record['face']} at {x},{y} {w}x{h}]"
     if record.get("kind") == "video" and "frames" in record:
-        return f"{record['source']} [clip, {len(record['frame_indices'])} of {record['frames']} frames]"
+        return f"{record['source']} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
     return record["source"]
 
 
@@ -491,6 +509,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="output_format", choices=("table", "json", "jsonl", "csv"), default="table",
                         help="table (default, for the terminal), json, jsonl or csv")
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results here instead of stdout")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never an input)")
     parser.add_argument("--faces", action="store_true",
                         help="detect faces and classify each one (videos: the largest face of each sampled frame)")
     parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
@@ -505,8 +524,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="videos: per-second probabilities (per frame for a folder of frames) as CSV + PNG plot")
     parser.add_argument("--timeline-dir", default=None, metavar="DIR",
-                        help="where --timeline writes NAME.timeline.csv/.png (default: next to --output, else the "
-                             "current folder)")
+                        help="where --timeline writes NAME.timeline.csv/.png (default: a folder `timelines` next "
+                             "to --output, else in the current folder)")
     parser.add_argument("--annotate", default=None, metavar="DIR", help="write each image with boxes and labels here")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per model call (default 32)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -534,6 +553,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers must be at least 1, got {args.workers}", 2)
+    timeline_dir = None
+    if args.timeline:
+        timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
+    try:  # where the run writes, before any work: never an input, never a folder holding other files
+        if args.output:
+            check_output_file(args.output, args.paths, args.overwrite)
+        for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
+            if folder is not None:
+                check_output_folder(folder, "predict", args.paths, reuse=True, option=option)
+    except OutputError as error:
+        return _fail(str(error), 2)
     try:
         device = resolve_device(args.device)
     except ValueError as error:
@@ -554,9 +584,6 @@ def run(args: argparse.Namespace) -> int:
         check_label_set(labels, prompts)
     except ValueError as error:
         return _fail(str(error), 2)
-    timeline_dir = None
-    if args.timeline:
-        timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else "."))
 
     from convert_expclip_original import ModelFetchError, resolve_model
 
@@ -596,11 +623,20 @@ def run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         return _fail(one_line(error), 1)
+    finally:  # the folders now hold only this command's files: a later run may add to them
+        for folder in {Path(f) for f in (args.annotate, timeline_dir) if f is not None}:
+            mark_output(folder, "predict")
     predicted = sum(1 for r in records if r.get("label"))
     faces = sum(1 for r in records if r.get("kind") == "face")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
     summary = f"{_count(len(items), 'input')}: {_count(predicted, 'prediction')}"
-    summary += f" ({_count(faces, 'face')}, {_count(no_face, 'image')} without a face)" if args.faces else ""
+    if args.faces:
+        clips = [r for r in records if "frames_with_face" in r]
+        parts = [f"{_count(faces, 'face')}, {_count(no_face, 'image')} without a face"] if faces or no_face else []
+        if clips:
+            sampled = sum(len(r["frame_indices"]) for r in clips)
+            parts.append(f"a face in {sum(r['frames_with_face'] for r in clips)} of {sampled} sampled clip frames")
+        summary += f" ({'; '.join(parts)})" if parts else ""
     summary += f", {failed} failed" + (f"; results in {args.output}" if args.output else "")
     print(f"expclip predict: {summary}", file=sys.stderr)
     return 1 if failed else 0

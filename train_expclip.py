@@ -40,6 +40,7 @@ from features_expclip import (
 )
 from inputs_expclip import InputError, first_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel, contrastive_loss
+from outputs_expclip import MARKER, OutputError, check_output_folder, clear_output, mark_output
 from teacher_expclip import DEFAULT_TEACHER
 
 logger = logging.getLogger("train_expclip")
@@ -113,6 +114,9 @@ class ExpCLIPTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Off: the InfoNCE loss is already global (gathered); scaling it by the number of processes "
                   "would multiply the gradient."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace an earlier output of this trainer in --output_dir (nothing else)."}
     )
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch (paper)."})
     save_strategy: str = field(default="no", metadata={"help": "The head trains in seconds: save only the final model."})
@@ -257,9 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     if (data_args.train_dir is None) == (data_args.dataset_name is None):
         parser.error("give exactly one of --train_dir or --dataset_name")
     eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
+    inputs = [data_args.train_dir, data_args.dataset_data_dir, data_args.eval_results,
+              *(p for p in (model_args.clip_model_name_or_path, model_args.teacher_model_name_or_path)
+                if Path(p).exists())]
+    # Before any work: never an input, never a folder holding files this trainer did not write.
+    check_output_folder(training_args.output_dir, "train", inputs, training_args.overwrite_output_dir,
+                        option="--output_dir")
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()
+    if state.is_main_process:
+        clear_output(training_args.output_dir, "train")  # only an earlier output of this trainer, with --overwrite
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
@@ -369,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         card = build_model_card(model.config, model_name, hyperparameters, dataset_ids, model_args.license,
                                 eval_rows, len(cache), len(skipped))
         card.save(output_dir / "README.md")
+        mark_output(output_dir, "train")
         logger.info("saved the model and its card to %s", output_dir)
         if push_to_hub:  # pushed by us, so the Hub gets this card, not the Trainer's generic one
             from huggingface_hub import create_repo, upload_folder
@@ -376,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             repo_id = training_args.hub_model_id or output_dir.name
             create_repo(repo_id, token=training_args.hub_token, private=training_args.hub_private_repo, exist_ok=True)
             url = upload_folder(repo_id=repo_id, folder_path=output_dir, token=training_args.hub_token,
-                                commit_message="Exp-CLIP projection head", ignore_patterns=["checkpoint-*"])
+                                commit_message="Exp-CLIP projection head", ignore_patterns=["checkpoint-*", MARKER])
             logger.info("pushed to %s", url)
     state.wait_for_everyone()
     return 0
@@ -385,6 +398,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (InputError, OSError) as error:  # bad data or a missing checkpoint: one line, no traceback
+    except (InputError, OutputError, OSError) as error:  # bad data, output or checkpoint: one line, no traceback
         print(f"train_expclip: error: {first_line(error)}", file=sys.stderr)
         sys.exit(2)

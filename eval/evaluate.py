@@ -19,6 +19,7 @@ from pathlib import Path
 
 from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
 from inputs_expclip import DTYPES, InputError, first_line, load_image
+from outputs_expclip import OutputError, check_output_folder, mark_output
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -311,6 +312,11 @@ def load_prepared(data: Path, benchmark):
 def evaluate_benchmark(args) -> dict:
     benchmark = get_benchmark(args.benchmark)
     data = Path(args.data).expanduser()
+    try:  # before any work; runs add up in an earlier output of evaluate, nothing else is written into
+        check_output_folder(args.output, "evaluate", [data, args.model if args.model and Path(args.model).exists()
+                                                      else None], reuse=True)
+    except OutputError as error:
+        raise EvaluateError(str(error))
     dataset, metadata = load_prepared(data, benchmark)
 
     import torch
@@ -406,6 +412,7 @@ def evaluate_benchmark(args) -> dict:
     results["results_file"] = str(run_dir / "results.json")
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     results["table"] = write_results_table(output)
+    mark_output(output, "evaluate")
     if args.update_card:
         card_row = next((r for r in rows if r["use_projection"] and r["prompts"] == "type3"), rows[0])
         results["card"] = update_model_card(Path(model_path), model_name, benchmark, card_row)

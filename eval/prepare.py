@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from inputs_expclip import first_line
+from outputs_expclip import OutputError, check_output_folder, clear_output, mark_output
 
 from .benchmarks import UnknownBenchmarkError, check_prepared, get_benchmark
 
@@ -67,6 +68,11 @@ MAFW_LABELS = {
 }
 
 
+def is_plain_number(text: str) -> bool:
+    """ASCII digits only: "٣" or "²" are digits to Python, not labels a release writes."""
+    return text.isascii() and text.isdigit()
+
+
 class PrepareError(Exception):
     """A release that cannot be read at all: the message is one line naming the file."""
 
@@ -78,8 +84,9 @@ class Prepared:
     items: list = field(default_factory=list)
     excluded: list = field(default_factory=list)  # {"item": file/row, "reason": one line}
     skipped: Counter = field(default_factory=Counter)  # protocol reason -> count
+    rows: list = field(default_factory=list)  # where each item was listed (file:row), for duplicates
 
-    def add(self, benchmark, item_id, path, class_name, fold=0, num_frames=0, box=()):
+    def add(self, benchmark, item_id, path, class_name, fold=0, num_frames=0, box=(), where=""):
         if class_name not in benchmark.class_names:
             self.skipped[f"{class_name} (not one of the {benchmark.num_classes} {benchmark.title} classes)"] += 1
             return
@@ -87,6 +94,25 @@ class Prepared:
             {"id": str(item_id), "path": str(path), "num_frames": int(num_frames),
              "label": benchmark.class_names.index(class_name), "fold": int(fold), "box": list(box)}
         )
+        self.rows.append(str(where or path))
+
+    def drop_duplicates(self):
+        """An item listed twice in one fold: kept once when the labels agree, excluded (its rows named) when not."""
+        by_item = {}
+        for index, item in enumerate(self.items):
+            by_item.setdefault((item["fold"], item["path"], tuple(item["box"])), []).append(index)
+        drop = set()
+        for indices in (found for found in by_item.values() if len(found) > 1):
+            rows = ", ".join(self.rows[i] for i in indices)
+            if len({self.items[i]["label"] for i in indices}) > 1:
+                drop.update(indices)
+                self.exclude(self.items[indices[0]]["id"], f"listed {len(indices)} times with different labels "
+                             f"({rows}); excluded")
+            else:
+                drop.update(indices[1:])
+                self.skipped["duplicate row of an item, same label (kept once)"] += len(indices) - 1
+        self.items = [item for i, item in enumerate(self.items) if i not in drop]
+        self.rows = [row for i, row in enumerate(self.rows) if i not in drop]
 
     def exclude(self, where, reason):
         self.excluded.append({"item": str(where), "reason": f"{where}: {reason}"})
@@ -127,7 +153,7 @@ def add_clip(prepared, benchmark, clip_id, folder: Path, class_name, fold=0, cla
         return prepared.exclude(where, f"frame folder {folder} holds no frames")
     if claimed is not None and count < claimed:
         return prepared.exclude(where, f"frame folder {folder} has {count} frames, its list claims {claimed}")
-    prepared.add(benchmark, clip_id, folder.resolve(), class_name, fold, claimed or count)
+    prepared.add(benchmark, clip_id, folder.resolve(), class_name, fold, claimed or count, where=where)
 
 
 # ----- one reader per release ---------------------------------------------------------------------------------------
@@ -149,14 +175,14 @@ def read_rafdb(source: Path, benchmark, output: Path) -> Prepared:
         name, code = row
         if not name.startswith("test_"):
             continue
-        if not code.isdigit() or int(code) not in RAFDB_LABELS:
+        if not is_plain_number(code) or int(code) not in RAFDB_LABELS:
             prepared.exclude(where, f"label {code!r} is outside RAF-DB's 1..7")
             continue
         image = image_dir / f"{Path(name).stem}_aligned{Path(name).suffix}"
         if not image.is_file():
             prepared.exclude(where, f"no aligned image {image}")
             continue
-        prepared.add(benchmark, name, image.resolve(), RAFDB_LABELS[int(code)])
+        prepared.add(benchmark, name, image.resolve(), RAFDB_LABELS[int(code)], where=where)
     return prepared
 
 
@@ -185,23 +211,23 @@ def read_affectnet(source: Path, benchmark, output: Path) -> Prepared:
             if not row or row[0] == "subDirectory_filePath":  # the header, when the file has one
                 continue
             where = f"{csv_file}:{row_number}"
-            if len(row) < 7 or not all(cell.isdigit() for cell in row[1:5]):
+            if len(row) < 7 or not all(is_plain_number(cell) for cell in row[1:5]):
                 prepared.exclude(where, f"expected 'PATH,X,Y,WIDTH,HEIGHT,LANDMARKS,EXPRESSION,...', got {len(row)} "
                                  "columns")
                 continue
             entries.append((where, image_root / row[0], row[6], [int(cell) for cell in row[1:5]]))
     for where, image, code, box in entries:
         code = code.strip()
-        if code.lstrip("-").isdigit() and int(code) in AFFECTNET_NOT_EXPRESSIONS:
+        if is_plain_number(code.lstrip("-")) and int(code) in AFFECTNET_NOT_EXPRESSIONS:
             prepared.skipped[f"AffectNet code {code} ({AFFECTNET_NOT_EXPRESSIONS[int(code)]}): not an expression"] += 1
             continue
-        if not code.isdigit() or int(code) not in AFFECTNET_LABELS:
+        if not is_plain_number(code) or int(code) not in AFFECTNET_LABELS:
             prepared.exclude(where, f"expression {code!r} is outside AffectNet's 0..10")
             continue
         if not image.is_file():
             prepared.exclude(where, f"no image {image}")
             continue
-        prepared.add(benchmark, image.name, image.resolve(), AFFECTNET_LABELS[int(code)], box=box)
+        prepared.add(benchmark, image.name, image.resolve(), AFFECTNET_LABELS[int(code)], box=box, where=where)
     return prepared
 
 
@@ -257,7 +283,7 @@ def read_ferplus(source: Path, benchmark, output: Path) -> Prepared:
             prepared.skipped[f"majority vote {columns[winner]!r} (FERPlus majority protocol)"] += 1
             continue
         pixels = (old.get("pixels") or "").split()
-        if len(pixels) != 48 * 48 or not all(p.isdigit() for p in pixels):
+        if len(pixels) != 48 * 48 or not all(is_plain_number(p) for p in pixels):
             prepared.exclude(f"{old_csv}:{row_number}", f"pixels are not 2304 numbers 0..255 (got {len(pixels)})")
             continue
         image = image_dir / name
@@ -278,11 +304,11 @@ def read_dfew(source: Path, benchmark, output: Path) -> Prepared:
             if not row:
                 continue
             where = f"{list_file}:{row_number}"
-            if len(row) < 2 or not row[0].isdigit():
+            if len(row) < 2 or not is_plain_number(row[0]):
                 prepared.exclude(where, f"expected 'video_name,label', got {','.join(row)!r}")
                 continue
             code = row[1]
-            if not code.isdigit() or int(code) not in DFEW_LABELS:
+            if not is_plain_number(code) or int(code) not in DFEW_LABELS:
                 prepared.exclude(where, f"label {code!r} is outside DFEW's 1..7")
                 continue
             clip_id = row[0].zfill(5)
@@ -363,7 +389,7 @@ def read_clip_list(list_files: list[Path], source: Path, benchmark) -> Prepared:
             if not row:
                 continue
             where = f"{list_file}:{row_number}"
-            if len(row) != 3 or not row[1].isdigit() or not row[2].lstrip("-").isdigit():
+            if len(row) != 3 or not is_plain_number(row[1]) or not is_plain_number(row[2].lstrip("-")):
                 prepared.exclude(where, f"expected 'FRAME_FOLDER NUM_FRAMES LABEL', got {' '.join(row)!r}")
                 continue
             label = int(row[2])
@@ -388,7 +414,8 @@ READERS = {
 }
 
 
-def prepare(benchmark_name: str, source, output, annotation=None, strict: bool = False) -> dict:
+def prepare(benchmark_name: str, source, output, annotation=None, strict: bool = False,
+            overwrite: bool = False) -> dict:
     """Read a release, save the uniform dataset and its metadata; returns the metadata."""
     import datasets
 
@@ -396,12 +423,18 @@ def prepare(benchmark_name: str, source, output, annotation=None, strict: bool =
     source, output = Path(source).expanduser(), Path(output).expanduser()
     if not source.is_dir():
         raise PrepareError(f"{source}: no such release folder")
+    try:  # before reading anything (FERPlus writes its images into the output while reading)
+        check_output_folder(output, "prepare", [source, *(annotation or [])], overwrite=overwrite)
+    except OutputError as error:
+        raise PrepareError(str(error))
+    clear_output(output, "prepare")
     if annotation:
         if not benchmark.is_video:
             raise PrepareError(f"--annotation lists are for the video benchmarks; {benchmark.title} is an image set")
         prepared = read_clip_list([Path(a) for a in annotation], source, benchmark)
     else:
         prepared = READERS[benchmark.name](source, benchmark, output)
+    prepared.drop_duplicates()
     if not prepared.items:
         raise PrepareError(f"{source}: no {benchmark.title} {benchmark.split} items found")
     labels_by_fold = {}
@@ -428,7 +461,7 @@ def prepare(benchmark_name: str, source, output, annotation=None, strict: bool =
         "skipped": dict(prepared.skipped),
     }
     if strict and mismatches:
-        raise PrepareError(f"differs from SPEC §5 (--strict): {'; '.join(mismatches)}")
+        raise PrepareError(f"differs from the paper's test sets (--strict): {'; '.join(mismatches)}")
     features = datasets.Features(
         {
             "id": datasets.Value("string"),
@@ -444,6 +477,7 @@ def prepare(benchmark_name: str, source, output, annotation=None, strict: bool =
     output.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(output))
     (output / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    mark_output(output, "prepare")
     return metadata
 
 
@@ -451,16 +485,19 @@ def add_arguments(parser):
     parser.add_argument("--benchmark", required=True, help="raf-db, affectnet-7, affectnet-8, ferplus, dfew, ferv39k, "
                         "mafw or afew")
     parser.add_argument("--source", required=True, help="the official release folder, as downloaded and unpacked")
-    parser.add_argument("--output", required=True, help="folder for the prepared dataset")
+    parser.add_argument("--output", required=True, help="folder for the prepared dataset (new, or empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier output of expclip prepare (never a folder holding anything else)")
     parser.add_argument("--annotation", nargs="+", help="video sets: the original code's 'FRAME_FOLDER NUM_FRAMES "
                         "LABEL' lists (one per fold) instead of the release's own split files")
-    parser.add_argument("--strict", action="store_true", help="fail when sizes or label counts differ from SPEC §5")
+    parser.add_argument("--strict", action="store_true", help="fail when sizes or label counts differ from the paper's "
+                        "test sets (the README's table)")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
 
 
 def run(args) -> int:
     try:
-        metadata = prepare(args.benchmark, args.source, args.output, args.annotation, args.strict)
+        metadata = prepare(args.benchmark, args.source, args.output, args.annotation, args.strict, args.overwrite)
     except (PrepareError, UnknownBenchmarkError) as error:
         if args.debug:
             raise
@@ -474,7 +511,7 @@ def run(args) -> int:
     for reason, count in metadata["skipped"].items():
         print(f"skipped by the protocol: {count} x {reason}")
     for mismatch in metadata["mismatches"]:
-        print(f"warning: {mismatch} (SPEC §5)", file=sys.stderr)
+        print(f"warning: {mismatch} (the paper's test sets, as in the README's table of sizes)", file=sys.stderr)
     sizes = ", ".join(f"fold {k}: {v}" for k, v in metadata["sizes"].items()) if len(metadata["sizes"]) > 1 else ""
     print(
         f"prepared {metadata['title']} {metadata['split']}: {metadata['num_items']} items"

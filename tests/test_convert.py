@@ -141,7 +141,7 @@ def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     assert main(["convert", str(head), "--clip", str(tiny_clip_dir), "--output", str(tmp_path / "out")]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert "is not empty and is not an earlier output of expclip convert" in capsys.readouterr().err
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["mine.txt"]
 
 

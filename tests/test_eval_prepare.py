@@ -169,7 +169,8 @@ def test_strict_makes_a_mismatch_fatal_in_one_line(prepared):
     result, dataset, _, _ = prepared["strict"]
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("expclip prepare: error: differs from SPEC §5 (--strict): AFEW validation: 7 items")
+    assert lines[-1].startswith(
+        "expclip prepare: error: differs from the paper's test sets (--strict): AFEW validation: 7 items")
     assert "Traceback" not in result.stderr
 
 
@@ -199,7 +200,8 @@ def test_unknown_benchmark_is_a_one_line_error(tmp_path):
 
 
 def test_missing_label_file_is_a_one_line_error_naming_what_was_looked_for(tmp_path):
-    result = prepare_command("dfew", tmp_path, tmp_path / "out")
+    (tmp_path / "release").mkdir()  # the output may not lie inside the release
+    result = prepare_command("dfew", tmp_path / "release", tmp_path / "out")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path}: no DFEW test split folder (looked for "
-                                     "EmoLabel_DataSplit/test(single-labeled))")
+    assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path / 'release'}: no DFEW test split folder "
+                                     "(looked for EmoLabel_DataSplit/test(single-labeled))")

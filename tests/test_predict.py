@@ -234,7 +234,7 @@ def test_jsonl_with_custom_labels_and_prompt_set(photo_dir, tiny_expclip_dir):
 @pytest.mark.parametrize("options, message", [
     (["--labels", ""], "the label list is empty"),
     (["--labels", "joy,calm,joy"], "duplicate labels: joy"),
-    (["--prompts", "a photo of a face"], "has no '{}' for the class name"),
+    (["--prompts", "a photo of a face"], "must hold exactly one '{}' for the class name"),
     (["--faces", "--detector-model", "no-such.onnx"], "no-such.onnx: YuNet model file not found"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--workers", "0"], "--workers must be at least 1"),
