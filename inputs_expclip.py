@@ -33,6 +33,33 @@ def one_line(error: BaseException) -> str:
     return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
+def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, list[str]]:
+    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list. Raises
+    `InputError` (one line) for an unreadable file, a non-object, an empty or non-string list, or a class outside
+    `class_names` (when given)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the prompt file ({first_line(error)})")
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a JSON prompt file ({first_line(error)})")
+    if not isinstance(data, dict) or not data:
+        raise InputError(f'{path}: a prompt file is a non-empty JSON object {{"class": ["prompt", ...], ...}}')
+    for name, prompts in data.items():
+        if not isinstance(prompts, list) or not prompts:
+            raise InputError(f"{path}: class {name!r} needs a non-empty list of prompts")
+        if not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
+            raise InputError(f"{path}: class {name!r} has a prompt that is not a non-empty string")
+    unknown = [name for name in data if class_names is not None and name not in class_names]
+    if unknown:
+        raise InputError(f"{path}: class(es) {', '.join(map(repr, unknown))} not in the label set "
+                         f"({', '.join(class_names)})")
+    return {name: list(prompts) for name, prompts in data.items()}
+
+
 def original_image_processor_settings(image_size: int) -> dict:
     """Image-processor settings of the original (paper §4; its released heads expect exactly these inputs)."""
     return dict(

@@ -25,7 +25,15 @@ import numpy as np
 from PIL import Image
 
 from faces_expclip import crop_face
-from inputs_expclip import DTYPES, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, load_image, one_line
+from inputs_expclip import (
+    DTYPES,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    InputError,
+    load_image,
+    one_line,
+    read_prompt_file,
+)
 
 # ----- label sets and prompt sets -------------------------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class ExpCLIPPredictor:
 
     def __init__(self, model, processor, labels=None, prompts=None, detector=None, batch_size: int = 32,
                  use_projection: bool = True, short_clip: str = "even", face_margin: float = 0.2,
-                 workers: int | None = None):
+                 workers: int | None = None, prompt_overrides: dict | None = None):
         check_label_set(labels, prompts)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -124,7 +132,10 @@ class ExpCLIPPredictor:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.model, self.processor = model.eval(), processor
-        self.classifier = model.text_classifier(processor.tokenizer, labels, prompts, use_projection=use_projection)
+        # per-class prompts: the model's own prompt_overrides, then `prompt_overrides` (e.g. --prompt-file) over them
+        overrides = {**(model.config.prompt_overrides or {}), **(prompt_overrides or {})}
+        self.classifier = model.text_classifier(processor.tokenizer, labels, prompts, overrides,
+                                                use_projection=use_projection)
         self.class_names = list(self.classifier.class_names)
         self.detector, self.batch_size, self.use_projection = detector, batch_size, use_projection
         self.short_clip, self.face_margin = short_clip, face_margin
@@ -486,8 +497,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "aliases expclip-l14, expclip-b16, expclip-b32")
     parser.add_argument("--labels", default=None, help="comma-separated label set (default: the model's, the 7 basic "
                                                        "expressions)")
-    parser.add_argument("--prompts", default=None, help="prompt set: type1..type5, type5-original, or templates with "
+    parser.add_argument("--prompts", default=None, help="prompt set: type1..type5 (type4/type5: the original's per-class "
+                                                        "lists), type4-templates, type5-templates, or templates with "
                                                         "{} separated by | (default: the model's, type3)")
+    parser.add_argument("--prompt-file", default=None, metavar="FILE.json",
+                        help='per-class prompts {"class": ["prompt", ...], ...}, replacing those classes\' prompts')
     parser.add_argument("--format", dest="output_format", choices=("table", "json", "jsonl", "csv"), default="table",
                         help="table (default, for the terminal), json, jsonl or csv")
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results here instead of stdout")
@@ -552,6 +566,10 @@ def run(args: argparse.Namespace) -> int:
         check_label_set(labels, prompts)
     except ValueError as error:
         return _fail(str(error), 2)
+    try:
+        prompt_file = read_prompt_file(args.prompt_file, labels) if args.prompt_file else None
+    except InputError as error:
+        return _fail(str(error), 2)
     timeline_dir = None
     if args.timeline:
         timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else "."))
@@ -560,12 +578,18 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         folder = resolve_model(args.model)
+        if prompt_file and labels is None:  # the model's own label set: read from its config, before loading it
+            from configuration_expclip import ExpCLIPConfig
+
+            read_prompt_file(args.prompt_file, ExpCLIPConfig.from_pretrained(folder).class_names)
         predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
                                                      dtype=args.dtype, batch_size=args.batch_size,
-                                                     workers=args.workers)
+                                                     workers=args.workers, prompt_overrides=prompt_file)
         predictor.detector = detector
     except ModelFetchError as error:
         return _fail(str(error), 1)
+    except InputError as error:  # --prompt-file names a class outside the model's label set
+        return _fail(str(error), 2)
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise

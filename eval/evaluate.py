@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
-from inputs_expclip import DTYPES, InputError, first_line, load_image
+from configuration_expclip import PROMPT_SETS
+from inputs_expclip import DTYPES, InputError, first_line, load_image, read_prompt_file
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -310,6 +310,8 @@ def load_prepared(data: Path, benchmark):
 
 def evaluate_benchmark(args) -> dict:
     benchmark = get_benchmark(args.benchmark)
+    # a bad prompt file is refused before any work (run() turns PromptFileError into exit 2)
+    prompt_file = read_prompt_file(args.prompt_file, benchmark.class_names) if args.prompt_file else {}
     data = Path(args.data).expanduser()
     dataset, metadata = load_prepared(data, benchmark)
 
@@ -334,6 +336,7 @@ def evaluate_benchmark(args) -> dict:
     metrics = load_metrics()  # before the long pass over the data: a broken install fails at once
     prompt_sets = PROMPT_STUDY if "all" in args.prompts else list(dict.fromkeys(args.prompts))
     ensemble = args.ensemble or model.config.ensemble
+    prompt_overrides = {**(model.config.prompt_overrides or {}), **prompt_file}  # the file wins over the config
     num_segments = args.num_segments or model.config.num_segments
     pixels = BenchmarkPixels(dataset, processor.image_processor, benchmark.num_classes, benchmark.is_video,
                              num_segments, args.short_clip)
@@ -353,15 +356,14 @@ def evaluate_benchmark(args) -> dict:
     rows = []
     for use_projection in [True] + ([False] if args.baseline_clip else []):
         for prompts in prompt_sets:
-            overrides = ORIGINAL_PROMPT_OVERRIDES if prompts == "type5-original" else {}
-            classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts, overrides,
-                                               ensemble, use_projection)
+            classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts,
+                                               prompt_overrides, ensemble, use_projection)
             with torch.inference_mode():
                 logits = model.zero_shot_logits(model.project(clip_embeds, use_projection), classifier)
             predictions = logits.argmax(-1).tolist()
             label = f"{HEADS[use_projection]} {model_name if use_projection else clip_name}"
             row = {"model": label, "head": HEADS[use_projection], "use_projection": use_projection,
-                   "prompts": prompts, "ensemble": ensemble}
+                   "prompts": prompts, "ensemble": ensemble, "class_prompts": classifier.prompts}
             row.update(score(metrics, predictions, references, benchmark.num_classes))
             if benchmark.folds:  # SPEC §5: DFEW and MAFW report the mean of the per-fold UAR and WAR
                 row["folds"] = {}
@@ -392,6 +394,8 @@ def evaluate_benchmark(args) -> dict:
         "prepare_mismatches": metadata.get("mismatches", []),
         "prepare_num_excluded": metadata.get("num_excluded", 0),
         "ensemble": ensemble,
+        "prompt_file": str(Path(args.prompt_file).resolve()) if args.prompt_file else None,
+        "prompt_overrides": {name: p for name, p in prompt_overrides.items() if name in benchmark.class_names},
         "dtype": args.dtype,
         "num_segments": num_segments if benchmark.is_video else None,
         "short_clip": args.short_clip if benchmark.is_video else None,
@@ -418,7 +422,12 @@ def add_arguments(parser):
     parser.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
     parser.add_argument("--data", required=True, help="the folder `expclip prepare` wrote")
     parser.add_argument("--prompts", nargs="+", default=["type3"], choices=[*PROMPT_SETS, "all"],
-                        help="prompt set(s); 'all' = type1..type5, the paper's prompt study (default: type3)")
+                        help="prompt set(s); 'all' = type1..type5, the paper's prompt study (default: type3); "
+                        "type4/type5 are the original's per-class lists, type4-templates/type5-templates the plain "
+                        "templates")
+    parser.add_argument("--prompt-file", metavar="FILE.json",
+                        help='per-class prompts {"class": ["prompt", ...], ...}, replacing those classes\' prompts in '
+                        "every row (over the model's own prompt_overrides)")
     parser.add_argument("--ensemble", choices=["logits", "embeddings"],
                         help="combine a class's prompts by averaging logits (the paper) or text embeddings "
                         "(default: the model's config)")
@@ -443,11 +452,11 @@ def add_arguments(parser):
 def run(args) -> int:
     try:
         results = evaluate_benchmark(args)
-    except (EvaluateError, UnknownBenchmarkError) as error:
+    except (EvaluateError, UnknownBenchmarkError, InputError) as error:
         if args.debug:
             raise
-        print(f"expclip evaluate: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, UnknownBenchmarkError) else 1
+        print(f"expclip evaluate: error: {first_line(error)}", file=sys.stderr)
+        return 2 if isinstance(error, (UnknownBenchmarkError, InputError)) else 1
     if results["num_excluded"]:
         print(f"{results['num_excluded']} of {results['num_items']} items excluded (listed in results.json)",
               file=sys.stderr)

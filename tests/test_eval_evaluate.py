@@ -85,6 +85,23 @@ def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
     assert [r["prompts"] for r in results["rows"] if r["head"] == "Exp-CLIP"] == [f"type{k}" for k in range(1, 6)]
 
 
+def test_prompt_study_rows_use_exactly_the_originals_prompt_lists(image_run):
+    """SPEC §5: type1-type3 templates, type4/type5 the original's per-class lists (SPEC's text, in test_prompts)."""
+    from test_prompts import ORIGINAL_TYPE4, ORIGINAL_TYPE5
+
+    _, results, _, _ = image_run
+    names = results["class_names"]
+    expected = {
+        "type1": [[f"{c}."] for c in names],
+        "type2": [[f"an expression of {c}."] for c in names],
+        "type3": [[f"a photo of a face with an expression of {c}."] for c in names],
+        "type4": [ORIGINAL_TYPE4[c] for c in names],
+        "type5": [ORIGINAL_TYPE5[c] for c in names],
+    }
+    for row in results["rows"]:
+        assert row["class_prompts"] == expected[row["prompts"]], (row["head"], row["prompts"])
+
+
 def test_baseline_clip_adds_plain_clip_rows_in_the_same_run(image_run):
     _, results, _, _ = image_run
     baseline = [r for r in results["rows"] if r["head"] == "CLIP"]
@@ -290,3 +307,55 @@ def test_data_prepared_for_another_benchmark_is_refused(image_run):
     _, _, _, prepared = image_run
     with pytest.raises(EvaluateError, match="prepared for raf-db, not affectnet-7"):
         load_prepared(prepared, get_benchmark("affectnet-7"))
+
+
+@pytest.fixture(scope="module")
+def override_run(tmp_path_factory, image_run, model_dir):
+    """A model whose config has prompt_overrides (sadness, anger), run with a --prompt-file (anger, fear)."""
+    _, _, _, prepared = image_run
+    root = tmp_path_factory.mktemp("overrides")
+    model = Path(shutil.copytree(model_dir, root / "tiny-overrides"))
+    config = json.loads((model / "config.json").read_text())
+    config["prompt_overrides"] = {"sadness": ["a sad face.", "tears."], "anger": ["config's anger."]}
+    (model / "config.json").write_text(json.dumps(config))
+    prompt_file = root / "prompts.json"
+    prompt_file.write_text(json.dumps({"anger": ["an angry face.", "a furious person."], "fear": ["a scared face."]}))
+    result = evaluate_command("--model", model, "--benchmark", "raf-db", "--data", prepared, "--prompts", "type3",
+                              "type5", "--prompt-file", prompt_file, "--output", root / "out")
+    assert result.returncode == 0, result.stderr
+    return json.loads((root / "out" / "tiny-overrides" / "raf-db" / "results.json").read_text())
+
+
+def test_model_prompt_overrides_are_honoured(override_run):
+    names = override_run["class_names"]
+    for row in override_run["rows"]:
+        assert row["class_prompts"][names.index("sadness")] == ["a sad face.", "tears."]
+
+
+def test_prompt_file_is_honoured_and_wins_over_the_models_overrides(override_run):
+    names = override_run["class_names"]
+    for row in override_run["rows"]:
+        assert row["class_prompts"][names.index("anger")] == ["an angry face.", "a furious person."]
+        assert row["class_prompts"][names.index("fear")] == ["a scared face."]
+        assert row["class_prompts"][names.index("happiness")][0] != "a sad face."
+    assert override_run["prompt_overrides"]["anger"] == ["an angry face.", "a furious person."]
+    assert override_run["prompt_file"].endswith("prompts.json")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"boredom": ["a bored face."]}', "'boredom' not in the label set"),
+    ('{"sadness": []}', "class 'sadness' needs a non-empty list of prompts"),
+    ('{"sadness": "a sad face."}', "class 'sadness' needs a non-empty list of prompts"),
+    ('["a sad face."]', "a prompt file is a non-empty JSON object"),
+    ("{not json", "not a JSON prompt file"),
+])
+def test_bad_prompt_file_is_one_line_and_exit_2_before_any_work(tmp_path, model_dir, content, message):
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(content)
+    # The data folder does not exist: refusing the file first proves nothing else was looked at.
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", tmp_path / "nowhere",
+                              "--prompt-file", prompt_file, "--output", tmp_path / "out")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"expclip evaluate: error: {prompt_file}: ") and message in line
+    assert not (tmp_path / "out").exists()

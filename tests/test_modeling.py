@@ -135,7 +135,7 @@ def direct_prompt_embeds(clip, tokenizer, head, prompts):
 def test_prompt_ensemble_with_override_matches_direct_computation(model, clip, tokenizer, ensemble):
     class_names = ["happiness", "sadness", "anger"]
     overrides = {"sadness": ["a sad face.", "a photo of sorrow.", "tears."]}  # 3 prompts where the others have 10
-    classifier = model.text_classifier(tokenizer, class_names, "type5", overrides, ensemble=ensemble)
+    classifier = model.text_classifier(tokenizer, class_names, "type5-templates", overrides, ensemble=ensemble)
     images = batch_of_images(3, seed=5)
     logits = model.classify(images, classifier)
 
@@ -144,7 +144,7 @@ def test_prompt_ensemble_with_override_matches_direct_computation(model, clip, t
         image_embeds = F.normalize(clip.get_image_features(pixel_values=images).pooler_output @ head.t(), dim=-1)
     expected = torch.zeros(3, 3)
     for c, name in enumerate(class_names):
-        prompts = overrides.get(name) or [t.format(name) for t in PROMPT_SETS["type5"]]
+        prompts = overrides.get(name) or [t.format(name) for t in PROMPT_SETS["type5-templates"]]
         text = direct_prompt_embeds(clip, tokenizer, head, prompts)
         if ensemble == "logits":  # the paper: mean of the per-prompt logits
             expected[:, c] = (scale * image_embeds @ text.t()).mean(1)
