@@ -80,14 +80,14 @@ BENCHMARKS = {
         ),
         Benchmark(
             "mafw", "MAFW", "video", 11, "test", folds=(1, 2, 3, 4, 5),
-            expected_sizes={1: 1838, 2: 1836, 3: 1832, 4: 1831, 5: 1831},
+            expected_sizes={1: 1839, 2: 1837, 3: 1833, 4: 1832, 5: 1831},
             expected_label_counts={1: [249, 294, 228, 278, 215, 128, 125, 48, 184, 53, 37]},
             published=_published((13.39, 15.48), (15.45, 17.25), (20.42, 25.58), (17.53, 20.27), (19.17, 23.35),
                                  (23.95, 26.98)),
         ),
         Benchmark(
             "afew", "AFEW", "video", 7, "validation",
-            expected_sizes={0: 380}, expected_label_counts={0: [62, 61, 64, 63, 45, 40, 46]},
+            expected_sizes={0: 381}, expected_label_counts={0: [62, 61, 64, 63, 45, 40, 46]},
             published=_published((28.59, 28.87), (28.21, 29.13), (35.50, 38.32), (29.72, 31.23), (32.84, 33.86),
                                  (38.72, 40.42)),
         ),
