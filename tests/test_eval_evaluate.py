@@ -196,6 +196,26 @@ def test_results_table_has_the_papers_columns_and_a_row_per_model_and_prompt_set
            "23.95/26.98 | 38.72/40.42 |" in lines
 
 
+def test_results_table_shows_the_released_head_logs_and_the_papers_table_labelled(image_run):
+    """SPEC §6: under our rows, the released heads' logs (15 rows, the converted heads' target), then the paper's
+    table (the retrained heads' target), each under its own label."""
+    _, _, output, _ = image_run
+    lines = (output / "results.md").read_text().splitlines()
+    released_label = next(k for k, line in enumerate(lines) if line.startswith("Target for converted released heads"))
+    paper_label = next(k for k, line in enumerate(lines) if line.startswith("Target for retrained heads"))
+    assert "logs of the runs whose heads were released" in lines[released_label]
+    assert "the paper's table" in lines[paper_label]
+    released = lines[released_label + 4: paper_label - 1]
+    paper = lines[paper_label + 4:]
+    assert len(released) == 15 and len(paper) == 7
+    assert "| Exp-CLIP L/14 released (type3) | 57.93/65.94 | 44.47/44.47 | 38.41/38.41 | 46.95/55.82 | 40.73/47.09 | " \
+           "27.94/31.57 | 24.19/27.31 | 40.27/41.47 |" in released
+    assert "| Exp-CLIP B/32 released (type5) | 39.82/50.49 | 33.98/33.98 | 29.76/29.76 | 40.94/44.09 | 25.32/26.78 | " \
+           "22.36/22.19 | 18.75/23.77 | 32.37/34.12 |" in released
+    assert "| Exp-CLIP L/14 | 58.70/65.37 | 44.27/44.27 | 38.44/38.43 | 48.28/55.42 | 40.16/47.09 | 27.45/31.07 | " \
+           "23.95/26.98 | 38.72/40.42 |" in paper
+
+
 def test_update_card_writes_a_model_index_that_round_trips(image_run, model_dir):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
