@@ -143,6 +143,20 @@ class ExpCLIPConfig(PreTrainedConfig):
         return self.clip_config.projection_dim
 
 
+def register_pil_image_processor():
+    """Make `AutoImageProcessor` give an Exp-CLIP folder CLIP's PIL-backend processor, whatever is installed.
+
+    SPEC §6, §7: the released heads were trained and tested with PIL's bilinear resize; transformers' torchvision
+    backend (picked whenever torchvision is importable) resizes differently. A saved folder's processor config names
+    no class, so AutoImageProcessor takes the class registered for this config, in-process or through the folder's
+    own code (`trust_remote_code=True`): this one has only a PIL backend."""
+    from transformers import AutoImageProcessor, CLIPImageProcessorPil
+
+    AutoImageProcessor.register(ExpCLIPConfig, image_processor_classes={"pil": CLIPImageProcessorPil}, exist_ok=True)
+
+
+register_pil_image_processor()
+
 __all__ = [
     "ExpCLIPConfig",
     "EXPRESSION_CLASSES",

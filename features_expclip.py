@@ -168,7 +168,7 @@ class FeatureExtractors:
         self.teacher_processor = load_teacher_image_processor(settings.teacher_model_name_or_path)
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
         self.clip.to(device)
-        self.clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path)
+        self.clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
 
     @torch.no_grad()
     def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:

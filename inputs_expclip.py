@@ -73,6 +73,23 @@ def original_image_processor_settings(image_size: int) -> dict:
     )
 
 
+def pin_pil_image_processor(folder) -> None:
+    """Drop the image-processor class name from a saved Exp-CLIP folder's processor configs, so that
+    `AutoImageProcessor` takes the PIL-backend class registered for ExpCLIPConfig (configuration_expclip) instead of
+    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (SPEC §6)."""
+    import json
+
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        for section in (config, config.get("image_processor")):
+            if isinstance(section, dict):
+                section.pop("image_processor_type", None)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB: EXIF rotation applied, alpha composited on white, 16-bit scaled down."""
     image = ImageOps.exif_transpose(image)

@@ -109,7 +109,7 @@ class ExpCLIPTeacher(nn.Module):
 
 def load_teacher_image_processor(name_or_path: str = DEFAULT_TEACHER):
     """BLIP-2's own image processor (224 px bicubic resize, CLIP mean/std for the real checkpoint)."""
-    return AutoImageProcessor.from_pretrained(name_or_path)
+    return AutoImageProcessor.from_pretrained(name_or_path, backend="pil")  # PIL resizing, as the original (SPEC §6)
 
 
 def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

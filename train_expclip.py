@@ -38,7 +38,7 @@ from features_expclip import (
     pixel_values,
     read_image,
 )
-from inputs_expclip import InputError, first_line, original_image_processor_settings
+from inputs_expclip import InputError, first_line, original_image_processor_settings, pin_pil_image_processor
 from modeling_expclip import ExpCLIPModel, contrastive_loss
 from teacher_expclip import DEFAULT_TEACHER
 
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         instruction=model_args.instruction,
         teacher_dropout=model_args.teacher_dropout,
     )
-    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path)
+    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path, backend="pil")  # SPEC §6
     if model_args.original_preprocessing:  # the saved folder must preprocess as training did (SPEC §7)
         image_processor = processor.image_processor
         for key, value in original_image_processor_settings(input_side(image_processor)).items():
@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(training_args.output_dir)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
+        pin_pil_image_processor(output_dir)  # SPEC §6: PIL's resize whatever image backend is installed
         (output_dir / "skipped_images.txt").write_text("".join(f"{reason}\n" for reason in skipped))
         hyperparameters = {
             "optimizer": f"{getattr(training_args.optim, 'value', training_args.optim)} ({training_args.optim_args})",

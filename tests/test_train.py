@@ -128,6 +128,15 @@ def test_quirk_flags_reach_the_saved_config_and_processor(runs):
     assert (image_processor.size.height, image_processor.size.width) == (32, 32)
 
 
+def test_saved_processor_names_no_class_so_the_pil_backend_is_taken(runs):
+    """SPEC §6: a trained folder loads CLIP's PIL-backend processor whatever is installed (the class registered for
+    ExpCLIPConfig); naming "CLIPImageProcessor" would give the torchvision backend where torchvision is installed."""
+    for name in ("out-1", "out-lora"):
+        folder = runs["root"] / name
+        assert "image_processor_type" not in json.loads((folder / "processor_config.json").read_text())["image_processor"]
+        assert type(AutoProcessor.from_pretrained(folder).image_processor).__name__ == "CLIPImageProcessorPil"
+
+
 def test_paper_recipe_is_the_default():
     _, _, args = HfArgumentParser((ModelArguments, DataArguments, ExpCLIPTrainingArguments)).parse_args_into_dataclasses(
         args=["--train_dir", "faces", "--output_dir", "out"]
