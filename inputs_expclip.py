@@ -13,7 +13,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Every extension PIL can open counts as an image when walking folders.
 IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
-DTYPES = ("float32", "bfloat16", "float16")  # the model precisions a user can pick (predict, evaluate)
+# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (SPEC §6): CLIP
+# in float16 with LayerNorm computed in float32, the head in float32 (`ExpCLIPModel.to_original_precision`).
+MIXED_PRECISION = "float16-mixed"
+DTYPES = ("float32", "bfloat16", "float16", MIXED_PRECISION)
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 
 

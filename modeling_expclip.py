@@ -80,6 +80,14 @@ def build_class_prompts(
     ]
 
 
+def _layer_norm_in_float32(module, args):
+    return (args[0].float(),) + tuple(args[1:])
+
+
+def _layer_norm_out_in_float16(module, args, output):
+    return output.half()
+
+
 @dataclass
 class ExpCLIPOutput(ModelOutput):
     r"""
@@ -185,6 +193,21 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
             self.clip.eval()
         if mode:
             self._text_classifiers.clear()  # weights may change from here on
+        return self
+
+    def to_original_precision(self):
+        """The original's test precision on a GPU (SPEC §6): CLIP in float16 as OpenAI's `clip.load` leaves it, every
+        LayerNorm computed in float32 (weights float32, input cast up, output cast back to float16), `logit_scale`
+        and the head in float32. Call on a float32 model; for inference only."""
+        self.clip.half()
+        for module in self.clip.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.float()
+                module.register_forward_pre_hook(_layer_norm_in_float32)
+                module.register_forward_hook(_layer_norm_out_in_float16)
+        self.clip.logit_scale.data = self.clip.logit_scale.data.float()
+        self.projection.float()
+        self._text_classifiers.clear()
         return self
 
     @property

@@ -28,6 +28,7 @@ from faces_expclip import crop_face
 from inputs_expclip import (
     DTYPES,
     IMAGE_EXTENSIONS,
+    MIXED_PRECISION,
     VIDEO_EXTENSIONS,
     InputError,
     load_image,
@@ -151,7 +152,8 @@ class ExpCLIPPredictor:
                         detector: str | None = "haar", detector_model: str | None = None, dtype: str = "float32",
                         **kwargs):
         """`model`: a local Exp-CLIP folder, a Hub id, or None/an alias for the authors' converted head (fetched
-        and cached on first use). `dtype`: float32, or bfloat16/float16 for speed (GPUs, CPUs with AMX).
+        and cached on first use). `dtype`: float32, or bfloat16/float16 for speed (GPUs, CPUs with AMX), or
+        float16-mixed, the original's precision on a GPU (SPEC §6).
         Labels and prompts are checked before anything is loaded."""
         import torch
         from transformers import AutoProcessor
@@ -165,7 +167,9 @@ class ExpCLIPPredictor:
         face_detector = load_detector(detector, detector_model) if detector else None
         folder = resolve_model(model)
         processor = AutoProcessor.from_pretrained(folder)
-        network = ExpCLIPModel.from_pretrained(folder, dtype=getattr(torch, dtype)).to(torch.device(device))
+        mixed = dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
+        network = ExpCLIPModel.from_pretrained(folder, dtype=torch.float32 if mixed else getattr(torch, dtype))
+        network = (network.to_original_precision() if mixed else network).to(torch.device(device))
         return cls(network, processor, labels, prompts, detector=face_detector, **kwargs)
 
     # ----- model calls ----------------------------------------------------------------------------------------------
@@ -526,8 +530,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "core, at most 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="model precision: float32 (default), or bfloat16/float16, several times faster on GPUs "
-                             "and on CPUs with AMX, probabilities within about 1e-3")
+                        help="model precision: float32 (default; the original on CPU), bfloat16/float16 (several "
+                             "times faster on GPUs and on CPUs with AMX, probabilities within about 1e-3), or "
+                             "float16-mixed (the original on a GPU: float16 CLIP, float32 LayerNorm and head)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 

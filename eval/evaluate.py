@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from configuration_expclip import PROMPT_SETS
-from inputs_expclip import DTYPES, InputError, first_line, load_image, read_prompt_file
+from inputs_expclip import DTYPES, MIXED_PRECISION, InputError, first_line, load_image, read_prompt_file
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from .prepare import METADATA_FILE, frame_files
@@ -330,7 +330,9 @@ def evaluate_benchmark(args) -> dict:
     if args.update_card and not Path(model_path).is_dir():
         raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
     try:
-        model = ExpCLIPModel.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
+        mixed = args.dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
+        model = ExpCLIPModel.from_pretrained(model_path, dtype=torch.float32 if mixed else getattr(torch, args.dtype))
+        model = model.to_original_precision() if mixed else model
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
         raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
@@ -448,7 +450,9 @@ def add_arguments(parser):
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding images")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="model precision (default float32, as the paper; bfloat16/float16 are faster)")
+                        help="model precision: float32 (default; the original's tests on CPU), float16-mixed (the "
+                        "original's tests on a GPU: float16 CLIP, float32 LayerNorm and head), bfloat16/float16 "
+                        "(faster, not the original's)")
     parser.add_argument("--model-name", help="row label of the model (default: the model folder's name)")
     parser.add_argument("--update-card", action="store_true",
                         help="write UAR/WAR into the model folder's README.md model-index")

@@ -306,6 +306,18 @@ def test_bfloat16_run_records_its_dtype_and_scores_every_item(image_run, tmp_pat
     assert results["num_evaluated"] == full["num_evaluated"] and 0 <= results["rows"][0]["war"] <= 100
 
 
+def test_original_mixed_precision_run_records_its_dtype_and_predicts_as_float32(image_run, tmp_path, model_dir):
+    """SPEC §6: --dtype float16-mixed is the original's GPU precision (float16 CLIP, float32 LayerNorm and head)."""
+    _, full, _, prepared = image_run
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", prepared, "--dtype",
+                              "float16-mixed", "--prompts", "type3", "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "tiny-expclip" / "raf-db" / "results.json").read_text())
+    assert results["dtype"] == "float16-mixed"
+    float32_row = next(r for r in full["rows"] if r["head"] == "Exp-CLIP" and r["prompts"] == "type3")
+    assert results["rows"][0]["predictions"] == float32_row["predictions"]
+
+
 def test_missing_data_folder_is_a_one_line_error(tmp_path, model_dir):
     result = evaluate_command("--model", model_dir, "--benchmark", "afew", "--data", tmp_path / "nowhere")
     assert result.returncode == 1

@@ -365,3 +365,12 @@ def test_bad_prompt_file_is_one_line_and_exit_2(tmp_path, photo_dir, tiny_expcli
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"expclip predict: error: {prompt_file}: ") and message in line
     assert not (tmp_path / "out.json").exists()
+
+
+def test_original_mixed_precision_scores_are_within_1e_2_of_float32(photo_dir, tiny_expclip_dir):
+    mixed = predict(photo_dir, "--model", tiny_expclip_dir, "--dtype", "float16-mixed", "--format", "json")
+    full = predict(photo_dir, "--model", tiny_expclip_dir, "--format", "json")
+    assert mixed.returncode == full.returncode == 0, mixed.stderr
+    for a, b in zip(json.loads(mixed.stdout), json.loads(full.stdout)):
+        assert a["source"] == b["source"]
+        assert max(abs(a["scores"][k] - b["scores"][k]) for k in b["scores"]) < 1e-2
