@@ -29,57 +29,64 @@ INSTRUCTION = (
     "Objectively describe the detailed facial actions of the person in the image."
 )
 
-_TYPE4 = [
+# SPEC §5: the base templates of the prompt study, in the original's order; "{}" is replaced by the class name.
+_TEMPLATES = [
     "an expression of {}.",
     "a photo of a face with an expression of {}.",
     "a photo radiating {} in a person.",
     "a photo showing someone immersed in {}.",
     "a photo capturing {} within an individual.",
+    "a photo of a face displaying {}.",
+    "a photo of a person embodying {}.",
+    "a good photo capturing someone's {}.",
+    "a cropped photo emphasizing a face expressing {}.",
+    "a clean photo showcasing a person's {}.",
 ]
-# SPEC §5 prompt sets; "{}" is replaced by the class name. type3 is the one used for the paper's tables.
+# SPEC §5 prompt sets as templates. type3 is the one used for the paper's tables; type4/type5 are per-class lists
+# (ORIGINAL_CLASS_PROMPTS) for the 11 canonical names, these templates for any other label.
 PROMPT_SETS = {
     "type1": ["{}."],
     "type2": ["an expression of {}."],
     "type3": ["a photo of a face with an expression of {}."],
-    "type4": _TYPE4,
-    "type5": _TYPE4
-    + [
-        "a photo of a face displaying {}.",
-        "a photo of a person embodying {}.",
-        "a good photo capturing someone's {}.",
-        "a cropped photo emphasizing a face expressing {}.",
-        "a clean photo showcasing a person's {}.",
-    ],
+    "type4": _TEMPLATES[:5],
+    "type5": _TEMPLATES,
+    "type4-templates": _TEMPLATES[:5],  # the plain templates for every class, without the original's edits
+    "type5-templates": _TEMPLATES,
+}
+
+# Quirk of the original (SPEC §5): hand edits of its type4/type5 lists, class -> {prompt number (1-based): prompt}.
+_CLASS_PROMPT_EDITS = {
+    "happiness": {6: "a photo of a face exuding happiness."},
+    "sadness": {
+        2: "a cropped photo emphasizing a face expressing sadness.",
+        3: "a photo exuding sadness in a person.",
+        9: "a photo of a face with an expression of sadness.",
+    },
+    "neutral": {
+        8: "a good photo capturing someone's neutral state.",
+        10: "a clean photo showcasing a person's neutral expression.",
+    },
+    **{
+        name: {10: f"a clean photo showcasing a person's {adjective} expression."}
+        for name, adjective in [
+            ("anger", "angry"), ("surprise", "surprised"), ("disgust", "disgusted"), ("fear", "fearful"),
+            ("contempt", "contemptuous"), ("anxiety", "anxious"), ("helplessness", "helpless"),
+            ("disappointment", "disappointed"),
+        ]
+    },
 }
 
 
-def _original_type5_overrides():
-    """Quirk (SPEC §5): the original hand-edits a few type5 prompts per class; this is our reconstruction."""
-    adjectives = {
-        "anger": "angry expression",
-        "surprise": "surprised expression",
-        "disgust": "disgusted expression",
-        "fear": "fearful expression",
-        "contempt": "contemptuous expression",
-        "anxiety": "anxious expression",
-        "neutral": "neutral expression",
+def _original_class_prompts(templates: list[str]) -> dict[str, list[str]]:
+    edits = {name: _CLASS_PROMPT_EDITS.get(name, {}) for name in EXPRESSION_CLASSES}
+    return {
+        name: [edits[name].get(number, template.format(name)) for number, template in enumerate(templates, start=1)]
+        for name in EXPRESSION_CLASSES
     }
-    overrides = {}
-    for name in EXPRESSION_CLASSES:
-        prompts = [template.format(name) for template in PROMPT_SETS["type5"]]
-        if name == "sadness":
-            prompts[1] = "a cropped photo emphasizing a face expressing sadness."
-        if name in adjectives:
-            prompts[-1] = f"a clean photo showcasing a person's {adjectives[name]}."
-        if name == "neutral":
-            prompts[7] = "a good photo capturing someone's neutral state."
-        overrides[name] = prompts
-    return overrides
 
 
-# Named per-class prompt overrides; `type5-original` = type5 templates + ORIGINAL_PROMPT_OVERRIDES.
-ORIGINAL_PROMPT_OVERRIDES = _original_type5_overrides()
-PROMPT_SETS["type5-original"] = PROMPT_SETS["type5"]
+# prompt set -> class -> its prompts: the original's per-class lists (SPEC §5), used for the canonical class names.
+ORIGINAL_CLASS_PROMPTS = {name: _original_class_prompts(PROMPT_SETS[name]) for name in ("type4", "type5")}
 
 ENSEMBLE_MODES = ("logits", "embeddings")
 
@@ -136,11 +143,25 @@ class ExpCLIPConfig(PreTrainedConfig):
         return self.clip_config.projection_dim
 
 
+def register_pil_image_processor():
+    """Make `AutoImageProcessor` give an Exp-CLIP folder CLIP's PIL-backend processor, whatever is installed.
+
+    SPEC §6, §7: the released heads were trained and tested with PIL's bilinear resize; transformers' torchvision
+    backend (picked whenever torchvision is importable) resizes differently. A saved folder's processor config names
+    no class, so AutoImageProcessor takes the class registered for this config, in-process or through the folder's
+    own code (`trust_remote_code=True`): this one has only a PIL backend."""
+    from transformers import AutoImageProcessor, CLIPImageProcessorPil
+
+    AutoImageProcessor.register(ExpCLIPConfig, image_processor_classes={"pil": CLIPImageProcessorPil}, exist_ok=True)
+
+
+register_pil_image_processor()
+
 __all__ = [
     "ExpCLIPConfig",
     "EXPRESSION_CLASSES",
     "BASIC_EXPRESSIONS",
     "INSTRUCTION",
     "PROMPT_SETS",
-    "ORIGINAL_PROMPT_OVERRIDES",
+    "ORIGINAL_CLASS_PROMPTS",
 ]

@@ -28,7 +28,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProc
 from hub_cache_expclip import cache_root as _cache_root
 from hub_cache_expclip import download as _download
 from hub_cache_expclip import offline as _offline
-from inputs_expclip import first_line, original_image_processor_settings
+from inputs_expclip import first_line, original_image_processor_settings, pin_pil_image_processor
 from modeling_expclip import ExpCLIPModel
 from outputs_expclip import OutputError, check_output_folder, mark_output
 
@@ -125,7 +125,9 @@ def convert_original_head(
         model = ExpCLIPModel.from_clip(clip_name_or_path, projection_dim=weight.shape[0])
         tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
         image_size = clip_config.vision_config.image_size
-        image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path, **original_image_processor_settings(image_size))
+        image_processor = AutoImageProcessor.from_pretrained(
+            clip_name_or_path, backend="pil", **original_image_processor_settings(image_size)
+        )
     except (OSError, ValueError) as error:
         raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({first_line(error)})")
     with torch.no_grad():
@@ -139,6 +141,7 @@ def convert_original_head(
     def write(folder):
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
+        pin_pil_image_processor(folder)  # SPEC §6: PIL's resize, as the heads were trained, whatever is installed
 
     return _write_folder_atomically(output_dir, write, overwrite=overwrite)
 

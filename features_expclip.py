@@ -64,6 +64,7 @@ class FeatureCacheSettings:
     original_preprocessing: bool = False  # quirk (SPEC §4): square bilinear resize, raw [0,1] pixels for both models
     teacher_dropout: bool = False  # quirk (SPEC §3): targets computed with dropout on
     seed: int = 1  # seeds each shard's dropout masks under the dropout quirk
+    target_draws: int = 1  # quirk (SPEC §3): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
     shard_size: int = 4096
 
     def fingerprint(self) -> str:
@@ -168,16 +169,23 @@ class FeatureExtractors:
         self.teacher_processor = load_teacher_image_processor(settings.teacher_model_name_or_path)
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
         self.clip.to(device)
-        self.clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path)
+        self.clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
 
     @torch.no_grad()
-    def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """CLIP's image embeddings and `target_draws` teacher targets (fresh dropout masks each, under the quirk)."""
         quirk = self.settings.original_preprocessing
         clip_pixels = pixel_values(self.clip_processor, images, quirk).to(self.device)
         teacher_pixels = pixel_values(self.teacher_processor, images, quirk).to(self.device)
         clip_image_embeds = self.clip.encode_clip_image(clip_pixels).float().cpu()
-        target_embeds = self.teacher(teacher_pixels).float().cpu()
-        return clip_image_embeds, target_embeds
+        target_draws = [self.teacher(teacher_pixels).float().cpu() for _ in range(self.settings.target_draws)]
+        return clip_image_embeds, target_draws
+
+
+def target_column(epoch: int) -> str:
+    """The cache column of epoch `epoch`'s teacher target: "target_embeds" (every run's first, or only, draw), then
+    "target_embeds_epoch1", ... (one per further epoch under the dropout quirk, SPEC §3)."""
+    return "target_embeds" if epoch == 0 else f"target_embeds_epoch{epoch}"
 
 
 def _shard_key(settings_fingerprint: str, items: list[ImageItem]) -> str:
@@ -191,16 +199,18 @@ def _fixed_size_list(rows: torch.Tensor) -> pa.Array:
 
 def _compute_shard(items, extractors, shard_index, batch_size, progress) -> tuple[pa.Table, list[str]]:
     torch.manual_seed(extractors.settings.seed + shard_index)  # the dropout quirk's masks depend on the shard only
-    names, hashes, clip_rows, target_rows, skipped = [], [], [], [], []
+    draws = extractors.settings.target_draws
+    names, hashes, clip_rows, target_rows, skipped = [], [], [], [[] for _ in range(draws)], []
     batch_items, batch_images = [], []
 
     def flush():
         if batch_images:
-            clip_image_embeds, target_embeds = extractors(batch_images)
+            clip_image_embeds, target_draws = extractors(batch_images)
             names.extend(i.name for i in batch_items)
             hashes.extend(i.sha256 for i in batch_items)
             clip_rows.append(clip_image_embeds)
-            target_rows.append(target_embeds)
+            for rows, target_embeds in zip(target_rows, target_draws):
+                rows.append(target_embeds)
             progress.update(len(batch_images))
         batch_items.clear()
         batch_images.clear()
@@ -220,15 +230,14 @@ def _compute_shard(items, extractors, shard_index, batch_size, progress) -> tupl
     clip_dim = extractors.clip.config.clip_embed_dim
     target_dim = extractors.teacher.target_dim
     clip_all = torch.cat(clip_rows) if clip_rows else torch.zeros(0, clip_dim)
-    target_all = torch.cat(target_rows) if target_rows else torch.zeros(0, target_dim)
-    table = pa.table(
-        {
-            "image": pa.array(names, pa.string()),
-            "sha256": pa.array(hashes, pa.string()),
-            "clip_image_embeds": _fixed_size_list(clip_all),
-            "target_embeds": _fixed_size_list(target_all),
-        }
-    )
+    columns = {
+        "image": pa.array(names, pa.string()),
+        "sha256": pa.array(hashes, pa.string()),
+        "clip_image_embeds": _fixed_size_list(clip_all),
+    }
+    for draw, rows in enumerate(target_rows):  # draw e is epoch e's target under the dropout quirk
+        columns[target_column(draw)] = _fixed_size_list(torch.cat(rows) if rows else torch.zeros(0, target_dim))
+    table = pa.table(columns)
     return table, skipped
 
 

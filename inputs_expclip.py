@@ -14,7 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Every extension PIL can open counts as an image when walking folders.
 IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
-DTYPES = ("float32", "bfloat16", "float16")  # the model precisions a user can pick (predict, evaluate)
+# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (SPEC §6): CLIP
+# in float16 with LayerNorm computed in float32, the head in float32 (`ExpCLIPModel.to_original_precision`).
+MIXED_PRECISION = "float16-mixed"
+DTYPES = ("float32", "bfloat16", "float16", MIXED_PRECISION)
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 
 
@@ -32,6 +35,33 @@ def one_line(error: BaseException) -> str:
     """`Type: first line` (just the type's name when the message is empty): an unexpected error as one line."""
     text = first_line(error)
     return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
+
+
+def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, list[str]]:
+    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list. Raises
+    `InputError` (one line) for an unreadable file, a non-object, an empty or non-string list, or a class outside
+    `class_names` (when given)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the prompt file ({first_line(error)})")
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a JSON prompt file ({first_line(error)})")
+    if not isinstance(data, dict) or not data:
+        raise InputError(f'{path}: a prompt file is a non-empty JSON object {{"class": ["prompt", ...], ...}}')
+    for name, prompts in data.items():
+        if not isinstance(prompts, list) or not prompts:
+            raise InputError(f"{path}: class {name!r} needs a non-empty list of prompts")
+        if not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
+            raise InputError(f"{path}: class {name!r} has a prompt that is not a non-empty string")
+    unknown = [name for name in data if class_names is not None and name not in class_names]
+    if unknown:
+        raise InputError(f"{path}: class(es) {', '.join(map(repr, unknown))} not in the label set "
+                         f"({', '.join(class_names)})")
+    return {name: list(prompts) for name, prompts in data.items()}
 
 
 def original_image_processor_settings(image_size: int) -> dict:
@@ -66,6 +96,23 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     else:
         raise ValueError(f"{image.mode} pixels are all {low:g}, outside any 8/16-bit or [0, 1] range")
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def pin_pil_image_processor(folder) -> None:
+    """Drop the image-processor class name from a saved Exp-CLIP folder's processor configs, so that
+    `AutoImageProcessor` takes the PIL-backend class registered for ExpCLIPConfig (configuration_expclip) instead of
+    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (SPEC §6)."""
+    import json
+
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        for section in (config, config.get("image_processor")):
+            if isinstance(section, dict):
+                section.pop("image_processor_type", None)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

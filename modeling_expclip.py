@@ -22,9 +22,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # inside a saved Hub folder (trust_remote_code) the config is a sibling module
-    from .configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS, ExpCLIPConfig
+    from .configuration_expclip import ORIGINAL_CLASS_PROMPTS, PROMPT_SETS, ExpCLIPConfig
 except ImportError:  # installed with the package as a top-level module
-    from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS, ExpCLIPConfig
+    from configuration_expclip import ORIGINAL_CLASS_PROMPTS, PROMPT_SETS, ExpCLIPConfig
 
 
 def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
@@ -56,13 +56,13 @@ def sample_segment_indices(num_frames: int, num_segments: int = 16, short_clip: 
 def build_class_prompts(
     class_names: list[str], prompt_templates: str | list[str] = "type3", prompt_overrides: dict | None = None
 ) -> list[list[str]]:
-    """The prompts of each class: every template filled with the class name, unless `prompt_overrides` gives that
-    class's prompts outright (the original's hand-edited type5 lists are the named set `type5-original`)."""
+    """The prompts of each class: `prompt_overrides[name]` if given, else the original's per-class list of a named set
+    that has one (type4/type5, SPEC §5, the 11 canonical names), else every template filled with the class name."""
+    class_lists = {}
     if isinstance(prompt_templates, str):
         if prompt_templates not in PROMPT_SETS:
             raise ValueError(f"unknown prompt set {prompt_templates!r}; known: {', '.join(PROMPT_SETS)}")
-        if prompt_templates == "type5-original" and prompt_overrides is None:
-            prompt_overrides = ORIGINAL_PROMPT_OVERRIDES
+        class_lists = ORIGINAL_CLASS_PROMPTS.get(prompt_templates, {})
         prompt_templates = PROMPT_SETS[prompt_templates]
     if not class_names:
         raise ValueError("the label list is empty")
@@ -81,7 +81,18 @@ def build_class_prompts(
             raise ValueError(f"prompt template {template!r} must hold exactly one '{{}}' for the class name "
                              f"(found: {found}; write literal braces as '{{{{' and '}}}}')")
     prompt_overrides = prompt_overrides or {}
-    return [list(prompt_overrides.get(name) or [t.format(name) for t in prompt_templates]) for name in class_names]
+    return [
+        list(prompt_overrides.get(name) or class_lists.get(name) or [t.format(name) for t in prompt_templates])
+        for name in class_names
+    ]
+
+
+def _layer_norm_in_float32(module, args):
+    return (args[0].float(),) + tuple(args[1:])
+
+
+def _layer_norm_out_in_float16(module, args, output):
+    return output.half()
 
 
 @dataclass
@@ -210,6 +221,21 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
             self.clip.eval()
         if mode:
             self._text_classifiers.clear()  # weights may change from here on
+        return self
+
+    def to_original_precision(self):
+        """The original's test precision on a GPU (SPEC §6): CLIP in float16 as OpenAI's `clip.load` leaves it, every
+        LayerNorm computed in float32 (weights float32, input cast up, output cast back to float16), `logit_scale`
+        and the head in float32. Call on a float32 model; for inference only."""
+        self.clip.half()
+        for module in self.clip.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.float()
+                module.register_forward_pre_hook(_layer_norm_in_float32)
+                module.register_forward_hook(_layer_norm_out_in_float16)
+        self.clip.logit_scale.data = self.clip.logit_scale.data.float()
+        self.projection.float()
+        self._text_classifiers.clear()
         return self
 
     @property

@@ -28,11 +28,13 @@ from faces_expclip import crop_face
 from inputs_expclip import (
     DTYPES,
     IMAGE_EXTENSIONS,
+    MIXED_PRECISION,
     VIDEO_EXTENSIONS,
     InputError,
     is_url,
     load_image,
     one_line,
+    read_prompt_file,
     walk_files,
 )
 from outputs_expclip import OutputError, check_output_file, check_output_folder, mark_output
@@ -125,7 +127,7 @@ class ExpCLIPPredictor:
 
     def __init__(self, model, processor, labels=None, prompts=None, detector=None, batch_size: int = 32,
                  use_projection: bool = True, short_clip: str = "even", face_margin: float = 0.2,
-                 workers: int | None = None):
+                 workers: int | None = None, prompt_overrides: dict | None = None):
         check_label_set(labels, prompts)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -133,7 +135,10 @@ class ExpCLIPPredictor:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.model, self.processor = model.eval(), processor
-        self.classifier = model.text_classifier(processor.tokenizer, labels, prompts, use_projection=use_projection)
+        # per-class prompts: the model's own prompt_overrides, then `prompt_overrides` (e.g. --prompt-file) over them
+        overrides = {**(model.config.prompt_overrides or {}), **(prompt_overrides or {})}
+        self.classifier = model.text_classifier(processor.tokenizer, labels, prompts, overrides,
+                                                use_projection=use_projection)
         self.class_names = list(self.classifier.class_names)
         self.detector, self.batch_size, self.use_projection = detector, batch_size, use_projection
         self.short_clip, self.face_margin = short_clip, face_margin
@@ -149,7 +154,8 @@ class ExpCLIPPredictor:
                         detector: str | None = "yunet", detector_model: str | None = None, dtype: str = "float32",
                         **kwargs):
         """`model`: a local Exp-CLIP folder, a Hub id, or None/an alias for the authors' converted head (fetched
-        and cached on first use). `dtype`: float32, or bfloat16/float16 for speed (GPUs, CPUs with AMX).
+        and cached on first use). `dtype`: float32, or bfloat16/float16 for speed (GPUs, CPUs with AMX), or
+        float16-mixed, the original's precision on a GPU (SPEC §6).
         Labels and prompts are checked before anything is loaded."""
         import torch
         from transformers import AutoProcessor
@@ -163,7 +169,9 @@ class ExpCLIPPredictor:
         face_detector = load_detector(*resolve_detector(detector, detector_model)) if detector else None
         folder = resolve_model(model)
         processor = AutoProcessor.from_pretrained(folder)
-        network = ExpCLIPModel.from_pretrained(folder, dtype=getattr(torch, dtype)).to(torch.device(device))
+        mixed = dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
+        network = ExpCLIPModel.from_pretrained(folder, dtype=torch.float32 if mixed else getattr(torch, dtype))
+        network = (network.to_original_precision() if mixed else network).to(torch.device(device))
         return cls(network, processor, labels, prompts, detector=face_detector, **kwargs)
 
     # ----- model calls ----------------------------------------------------------------------------------------------
@@ -504,8 +512,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "aliases expclip-l14, expclip-b16, expclip-b32")
     parser.add_argument("--labels", default=None, help="comma-separated label set (default: the model's, the 7 basic "
                                                        "expressions)")
-    parser.add_argument("--prompts", default=None, help="prompt set: type1..type5, type5-original, or templates with "
+    parser.add_argument("--prompts", default=None, help="prompt set: type1..type5 (type4/type5: the original's per-class "
+                                                        "lists), type4-templates, type5-templates, or templates with "
                                                         "{} separated by | (default: the model's, type3)")
+    parser.add_argument("--prompt-file", default=None, metavar="FILE.json",
+                        help='per-class prompts {"class": ["prompt", ...], ...}, replacing those classes\' prompts')
     parser.add_argument("--format", dest="output_format", choices=("table", "json", "jsonl", "csv"), default="table",
                         help="table (default, for the terminal), json, jsonl or csv")
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results here instead of stdout")
@@ -533,8 +544,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "core, at most 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="model precision: float32 (default), or bfloat16/float16, several times faster on GPUs "
-                             "and on CPUs with AMX, probabilities within about 1e-3")
+                        help="model precision: float32 (default; the original on CPU), bfloat16/float16 (several "
+                             "times faster on GPUs and on CPUs with AMX, probabilities within about 1e-3), or "
+                             "float16-mixed (the original on a GPU: float16 CLIP, float32 LayerNorm and head)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -584,17 +596,27 @@ def run(args: argparse.Namespace) -> int:
         check_label_set(labels, prompts)
     except ValueError as error:
         return _fail(str(error), 2)
+    try:
+        prompt_file = read_prompt_file(args.prompt_file, labels) if args.prompt_file else None
+    except InputError as error:
+        return _fail(str(error), 2)
 
     from convert_expclip_original import ModelFetchError, resolve_model
 
     try:
         folder = resolve_model(args.model)
+        if prompt_file and labels is None:  # the model's own label set: read from its config, before loading it
+            from configuration_expclip import ExpCLIPConfig
+
+            read_prompt_file(args.prompt_file, ExpCLIPConfig.from_pretrained(folder).class_names)
         predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
                                                      dtype=args.dtype, batch_size=args.batch_size,
-                                                     workers=args.workers)
+                                                     workers=args.workers, prompt_overrides=prompt_file)
         predictor.detector = detector
     except ModelFetchError as error:
         return _fail(str(error), 1)
+    except InputError as error:  # --prompt-file names a class outside the model's label set
+        return _fail(str(error), 2)
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise

@@ -99,17 +99,26 @@ class ExpCLIPTeacher(nn.Module):
         visual_tokens = self.language_projection(query_output.to(self.dtype))
         instruction_embeds = self.language_model.get_input_embeddings()(self.instruction_ids)
         inputs_embeds = torch.cat([visual_tokens, instruction_embeds.expand(visual_tokens.shape[0], -1, -1)], dim=1)
-        hidden_states = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=torch.ones(inputs_embeds.shape[:-1], dtype=torch.long, device=inputs_embeds.device),
-        ).last_hidden_state  # after T5's final layer norm
+        # SPEC §3: the target is read where the original's hook read it, at T5's final_layer_norm, i.e. before the
+        # encoder's final dropout (the same values in eval mode; under the dropout quirk that dropout is not applied).
+        read = {}
+        final_layer_norm = self.language_model.encoder.final_layer_norm
+        hook = final_layer_norm.register_forward_hook(lambda module, args, output: read.update(states=output))
+        try:
+            self.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=torch.ones(inputs_embeds.shape[:-1], dtype=torch.long, device=inputs_embeds.device),
+            )
+        finally:
+            hook.remove()
+        hidden_states = read["states"]
         # SPEC §3: mean over ALL positions (queries + instruction + </s>); pooled in float32 for a bf16 teacher.
         return F.normalize(hidden_states.float().mean(dim=1), dim=-1)
 
 
 def load_teacher_image_processor(name_or_path: str = DEFAULT_TEACHER):
     """BLIP-2's own image processor (224 px bicubic resize, CLIP mean/std for the real checkpoint)."""
-    return AutoImageProcessor.from_pretrained(name_or_path)
+    return AutoImageProcessor.from_pretrained(name_or_path, backend="pil")  # PIL resizing, as the original (SPEC §6)
 
 
 def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

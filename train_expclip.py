@@ -12,6 +12,7 @@ all ranks, so N processes train the same head as one.
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +27,15 @@ from accelerate import PartialState
 from expclip_eval.evaluate import uar_war_results
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
-from transformers import AutoProcessor, Blip2Config, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoProcessor,
+    Blip2Config,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from configuration_expclip import INSTRUCTION
 from features_expclip import (
@@ -37,8 +46,9 @@ from features_expclip import (
     input_side,
     pixel_values,
     read_image,
+    target_column,
 )
-from inputs_expclip import InputError, first_line, original_image_processor_settings
+from inputs_expclip import InputError, first_line, original_image_processor_settings, pin_pil_image_processor
 from modeling_expclip import ExpCLIPModel, contrastive_loss
 from outputs_expclip import MARKER, OutputError, check_output_folder, clear_output, mark_output
 from teacher_expclip import DEFAULT_TEACHER
@@ -64,7 +74,14 @@ class ModelArguments:
                   "and the teacher. Default: each model's own image processor."},
     )
     teacher_dropout: bool = field(
-        default=False, metadata={"help": "Quirk of the original: teacher targets computed with dropout on (train mode)."}
+        default=False,
+        metadata={"help": "Quirk of the original: teacher targets computed with dropout on (train mode), read at T5's "
+                  "final_layer_norm, one fresh draw per image per epoch (cached: epoch e trains on draw e)."},
+    )
+    paper_recipe: bool = field(
+        default=False,
+        metadata={"help": "Every quirk of the original's training run: --original_preprocessing and --teacher_dropout "
+                  "(the optimiser, batch, epochs and seed defaults are already the paper's)."},
     )
     lora_r: int = field(
         default=0, metadata={"help": "If > 0, also adapt CLIP's vision tower with LoRA of this rank (on pixels, not caches)."}
@@ -152,23 +169,52 @@ def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: flo
     return contrastive_loss(image_embeds, target_embeds, scale)
 
 
-class PixelTargetDataset(torch.utils.data.Dataset):
-    """For --lora_r: CLIP pixels recomputed per step (CLIP changes), teacher targets from the cache."""
+class EpochTargetDataset(torch.utils.data.Dataset):
+    """Quirk (SPEC §3): the cache holds one teacher target per image per epoch; epoch e trains on draw e. The Trainer
+    calls `set_epoch` at the start of every epoch (draws are reused in turn if a run has more epochs than draws)."""
 
-    def __init__(self, cache: datasets.Dataset, items_by_name: dict, image_processor, original_preprocessing: bool):
-        self.cache = cache.select_columns(["image", "target_embeds"]).with_format("torch")
-        self.items_by_name, self.image_processor = items_by_name, image_processor
-        self.original_preprocessing = original_preprocessing
+    def __init__(self, cache: datasets.Dataset, num_draws: int, inputs: str = "clip_image_embeds"):
+        self.targets = [target_column(epoch) for epoch in range(num_draws)]
+        self.cache = cache.select_columns([inputs, *self.targets]).with_format("torch")
+        self.inputs, self.epoch = inputs, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
 
     def __len__(self):
         return len(self.cache)
 
     def __getitem__(self, index):
         row = self.cache[index]
+        return {self.inputs: row[self.inputs], "labels": row[self.targets[self.epoch % len(self.targets)]]}
+
+
+class EpochTargetCallback(TrainerCallback):
+    """Tells an `EpochTargetDataset` which epoch begins (accelerate's `set_epoch` skips the dataset when its sampler
+    takes the epoch, as under `accelerate launch`)."""
+
+    def __init__(self, dataset: EpochTargetDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(round(state.epoch or 0))
+
+
+class PixelTargetDataset(EpochTargetDataset):
+    """For --lora_r: CLIP pixels recomputed per step (CLIP changes), teacher targets from the cache."""
+
+    def __init__(self, cache: datasets.Dataset, items_by_name: dict, image_processor, original_preprocessing: bool,
+                 num_draws: int = 1):
+        super().__init__(cache, num_draws, inputs="image")
+        self.items_by_name, self.image_processor = items_by_name, image_processor
+        self.original_preprocessing = original_preprocessing
+
+    def __getitem__(self, index):
+        row = super().__getitem__(index)
         image = read_image(self.items_by_name[row["image"]])
         return {
             "pixel_values": pixel_values(self.image_processor, [image], self.original_preprocessing)[0],
-            "labels": row["target_embeds"],
+            "labels": row["labels"],
         }
 
 
@@ -260,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if (data_args.train_dir is None) == (data_args.dataset_name is None):
         parser.error("give exactly one of --train_dir or --dataset_name")
+    if model_args.paper_recipe:  # the original's run: its preprocessing and its dropout-on teacher (SPEC §3, §4)
+        model_args.original_preprocessing = model_args.teacher_dropout = True
     eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
     inputs = [data_args.train_dir, data_args.dataset_data_dir, data_args.eval_results,
               *(p for p in (model_args.clip_model_name_or_path, model_args.teacher_model_name_or_path)
@@ -298,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dropout=model_args.teacher_dropout,
         seed=training_args.seed,
         shard_size=data_args.shard_size,
+        # quirk (SPEC §3): fresh dropout masks every epoch, so one target per image per epoch
+        target_draws=math.ceil(training_args.num_train_epochs) if model_args.teacher_dropout else 1,
     )
     cache, skipped = build_feature_cache(
         items, settings, data_args.feature_cache_dir, data_args.extraction_batch_size, state,
@@ -320,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         instruction=model_args.instruction,
         teacher_dropout=model_args.teacher_dropout,
     )
-    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path)
+    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path, backend="pil")  # SPEC §6
     if model_args.original_preprocessing:  # the saved folder must preprocess as training did (SPEC §7)
         image_processor = processor.image_processor
         for key, value in original_image_processor_settings(input_side(image_processor)).items():
@@ -333,8 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                           target_modules=r".*vision_model.*\.(q_proj|v_proj)")
         model.clip = get_peft_model(model.clip, lora)
         train_dataset = PixelTargetDataset(
-            cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing
+            cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing,
+            settings.target_draws,
         )
+    elif settings.target_draws > 1:  # dropout quirk: epoch e's target is draw e
+        train_dataset = EpochTargetDataset(cache, settings.target_draws)
     else:  # the head reads cached vectors; the target is the Trainer's "labels"
         train_dataset = cache.select_columns(["clip_image_embeds", "target_embeds"]).rename_column(
             "target_embeds", "labels"
@@ -347,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args=training_args,
         train_dataset=train_dataset,
         compute_loss_func=functools.partial(global_contrastive_loss, scale=model.config.loss_scale),
+        callbacks=[EpochTargetCallback(train_dataset)] if isinstance(train_dataset, EpochTargetDataset) else None,
     )
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
@@ -360,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(training_args.output_dir)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
+        pin_pil_image_processor(output_dir)  # SPEC §6: PIL's resize whatever image backend is installed
         (output_dir / "skipped_images.txt").write_text("".join(f"{reason}\n" for reason in skipped))
         hyperparameters = {
             "optimizer": f"{getattr(training_args.optim, 'value', training_args.optim)} ({training_args.optim_args})",
@@ -372,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             "loss_scale": model.config.loss_scale,
             "original_preprocessing": model_args.original_preprocessing,
             "teacher_dropout": model_args.teacher_dropout,
+            "paper_recipe": model_args.paper_recipe,
             "lora_r": model_args.lora_r,
             "train_loss": round(train_result.training_loss, 6),
         }

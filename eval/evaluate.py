@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from configuration_expclip import ORIGINAL_PROMPT_OVERRIDES, PROMPT_SETS
-from inputs_expclip import DTYPES, InputError, first_line, load_image
+from configuration_expclip import PROMPT_SETS
+from inputs_expclip import DTYPES, MIXED_PRECISION, InputError, first_line, load_image, read_prompt_file
 from outputs_expclip import OutputError, check_output_folder, mark_output
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
@@ -213,7 +213,8 @@ def render_table(rows: dict) -> list[str]:
 
 
 def write_results_table(output: Path) -> Path:
-    """OUTPUT/results.md over every OUTPUT/*/results.json, then the published numbers (SPEC §6) to compare with."""
+    """OUTPUT/results.md over every OUTPUT/*/results.json, then the two targets to compare with (SPEC §6): the logs
+    of the runs whose heads were released (for converted heads) and the paper's table (for retrained heads)."""
     measured = {}
     for results_file in sorted(output.glob("*/*/results.json")):
         results = json.loads(results_file.read_text(encoding="utf-8"))
@@ -221,13 +222,18 @@ def write_results_table(output: Path) -> Path:
             key = (row["use_projection"], row["model"], row["prompts"])  # the paper lists CLIP rows first
             measured.setdefault(key, {})[results["benchmark"]] = (row["uar"], row["war"])
     measured = {f"{model} ({prompts})": cells for (_, model, prompts), cells in sorted(measured.items())}
-    published = {}
+    released, published = {}, {}
     for benchmark in BENCHMARKS.values():
+        for model, pair in benchmark.released.items():
+            released.setdefault(model, {})[benchmark.name] = pair
         for model, pair in benchmark.published.items():
             published.setdefault(model, {})[benchmark.name] = pair
     lines = ["# Zero-shot results (UAR/WAR, %)", "", *render_table(measured), "",
-             "Published (Zhao et al., WACV 2025, type3 prompts; run-to-run spread 1–3 points):", "",
-             *render_table(published), ""]
+             "Target for converted released heads (expclip-l14, expclip-b16, expclip-b32): the logs of the runs whose "
+             "heads were released (ExpCLIP_L14.txt, ExpCLIP_B16.txt, ExpCLIP_B32.txt in the authors' repository):",
+             "", *render_table(released), "",
+             "Target for retrained heads: the paper's table (Zhao et al., WACV 2025, type3 prompts; run-to-run spread "
+             "1–3 points):", "", *render_table(published), ""]
     path = output / "results.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -311,6 +317,8 @@ def load_prepared(data: Path, benchmark):
 
 def evaluate_benchmark(args) -> dict:
     benchmark = get_benchmark(args.benchmark)
+    # a bad prompt file is refused before any work (run() turns PromptFileError into exit 2)
+    prompt_file = read_prompt_file(args.prompt_file, benchmark.class_names) if args.prompt_file else {}
     data = Path(args.data).expanduser()
     try:  # before any work; runs add up in an earlier output of evaluate, nothing else is written into
         check_output_folder(args.output, "evaluate", [data, args.model if args.model and Path(args.model).exists()
@@ -328,7 +336,9 @@ def evaluate_benchmark(args) -> dict:
     if args.update_card and not Path(model_path).is_dir():
         raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
     try:
-        model = ExpCLIPModel.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
+        mixed = args.dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
+        model = ExpCLIPModel.from_pretrained(model_path, dtype=torch.float32 if mixed else getattr(torch, args.dtype))
+        model = model.to_original_precision() if mixed else model
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
         raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
@@ -340,6 +350,7 @@ def evaluate_benchmark(args) -> dict:
     metrics = load_metrics()  # before the long pass over the data: a broken install fails at once
     prompt_sets = PROMPT_STUDY if "all" in args.prompts else list(dict.fromkeys(args.prompts))
     ensemble = args.ensemble or model.config.ensemble
+    prompt_overrides = {**(model.config.prompt_overrides or {}), **prompt_file}  # the file wins over the config
     num_segments = args.num_segments or model.config.num_segments
     pixels = BenchmarkPixels(dataset, processor.image_processor, benchmark.num_classes, benchmark.is_video,
                              num_segments, args.short_clip)
@@ -359,15 +370,14 @@ def evaluate_benchmark(args) -> dict:
     rows = []
     for use_projection in [True] + ([False] if args.baseline_clip else []):
         for prompts in prompt_sets:
-            overrides = ORIGINAL_PROMPT_OVERRIDES if prompts == "type5-original" else {}
-            classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts, overrides,
-                                               ensemble, use_projection)
+            classifier = model.text_classifier(processor.tokenizer, benchmark.class_names, prompts,
+                                               prompt_overrides, ensemble, use_projection)
             with torch.inference_mode():
                 logits = model.zero_shot_logits(model.project(clip_embeds, use_projection), classifier)
             predictions = logits.argmax(-1).tolist()
             label = f"{HEADS[use_projection]} {model_name if use_projection else clip_name}"
             row = {"model": label, "head": HEADS[use_projection], "use_projection": use_projection,
-                   "prompts": prompts, "ensemble": ensemble}
+                   "prompts": prompts, "ensemble": ensemble, "class_prompts": classifier.prompts}
             row.update(score(metrics, predictions, references, benchmark.num_classes))
             if benchmark.folds:  # SPEC §5: DFEW and MAFW report the mean of the per-fold UAR and WAR
                 row["folds"] = {}
@@ -398,6 +408,8 @@ def evaluate_benchmark(args) -> dict:
         "prepare_mismatches": metadata.get("mismatches", []),
         "prepare_num_excluded": metadata.get("num_excluded", 0),
         "ensemble": ensemble,
+        "prompt_file": str(Path(args.prompt_file).resolve()) if args.prompt_file else None,
+        "prompt_overrides": {name: p for name, p in prompt_overrides.items() if name in benchmark.class_names},
         "dtype": args.dtype,
         "num_segments": num_segments if benchmark.is_video else None,
         "short_clip": args.short_clip if benchmark.is_video else None,
@@ -425,7 +437,12 @@ def add_arguments(parser):
     parser.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
     parser.add_argument("--data", required=True, help="the folder `expclip prepare` wrote")
     parser.add_argument("--prompts", nargs="+", default=["type3"], choices=[*PROMPT_SETS, "all"],
-                        help="prompt set(s); 'all' = type1..type5, the paper's prompt study (default: type3)")
+                        help="prompt set(s); 'all' = type1..type5, the paper's prompt study (default: type3); "
+                        "type4/type5 are the original's per-class lists, type4-templates/type5-templates the plain "
+                        "templates")
+    parser.add_argument("--prompt-file", metavar="FILE.json",
+                        help='per-class prompts {"class": ["prompt", ...], ...}, replacing those classes\' prompts in '
+                        "every row (over the model's own prompt_overrides)")
     parser.add_argument("--ensemble", choices=["logits", "embeddings"],
                         help="combine a class's prompts by averaging logits (the paper) or text embeddings "
                         "(default: the model's config)")
@@ -440,7 +457,9 @@ def add_arguments(parser):
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding images")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="model precision (default float32, as the paper; bfloat16/float16 are faster)")
+                        help="model precision: float32 (default; the original's tests on CPU), float16-mixed (the "
+                        "original's tests on a GPU: float16 CLIP, float32 LayerNorm and head), bfloat16/float16 "
+                        "(faster, not the original's)")
     parser.add_argument("--model-name", help="row label of the model (default: the model folder's name)")
     parser.add_argument("--update-card", action="store_true",
                         help="write UAR/WAR into the model folder's README.md model-index")
@@ -450,11 +469,11 @@ def add_arguments(parser):
 def run(args) -> int:
     try:
         results = evaluate_benchmark(args)
-    except (EvaluateError, UnknownBenchmarkError) as error:
+    except (EvaluateError, UnknownBenchmarkError, InputError) as error:
         if args.debug:
             raise
-        print(f"expclip evaluate: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, UnknownBenchmarkError) else 1
+        print(f"expclip evaluate: error: {first_line(error)}", file=sys.stderr)
+        return 2 if isinstance(error, (UnknownBenchmarkError, InputError)) else 1
     if results["num_excluded"]:
         print(f"{results['num_excluded']} of {results['num_items']} items excluded (listed in results.json)",
               file=sys.stderr)

@@ -7,6 +7,7 @@ mapping. Images are 32x32 (FERPlus: 48x48 pixel strings); clips have a few frame
 """
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,30 @@ def make_afew(root: Path):
         write_clip(source / "Val_AFEW" / folder / clip, 6, k)
         expected[f"{folder}/{clip}"] = name
     return source, expected
+
+
+def make_clip_lists(root: Path, name: str, sizes: dict, label_counts: dict, num_classes: int) -> list[Path]:
+    """The original code's clip lists ("FRAME_FOLDER NUM_FRAMES LABEL", one per fold, named <name>_set_K.txt, or
+    <name>.txt for fold 0), written as the original's files are: no newline after the last line. Fold k holds
+    `sizes[k]` clips, labelled by `label_counts[k]` (canonical indices) when given, else cycling over the classes.
+    Each clip folder holds one tiny frame (prepare counts frames, it does not decode them)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, "PNG")
+    frame = buffer.getvalue()
+    (root / "lists").mkdir(parents=True, exist_ok=True)
+    files, clip = [], 0
+    for fold, size in sizes.items():
+        counts = label_counts.get(fold)
+        labels = [c for c, n in enumerate(counts) for _ in range(n)] if counts else [k % num_classes for k in range(size)]
+        assert len(labels) == size
+        rows = []
+        for label in labels:
+            clip += 1
+            folder = root / "clips" / f"{clip:05d}"
+            folder.mkdir(parents=True)
+            (folder / "00001.png").write_bytes(frame)
+            rows.append(f"clips/{clip:05d} 1 {label}")
+        path = root / "lists" / (f"{name}_set_{fold}.txt" if fold else f"{name}.txt")
+        path.write_text("\n".join(rows))  # the original's files end without a newline
+        files.append(path)
+    return files

@@ -1,6 +1,7 @@
 """`expclip convert`: the authors' `.pth` head (SPEC §7) -> a complete Hub folder with the original preprocessing."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_converted_config_records_provenance(converted, tiny_clip_dir):
 
 def test_converted_image_processor_is_the_original_raw_pixel_square_resize(converted):
     _, folder = converted
-    image_processor = AutoProcessor.from_pretrained(folder).image_processor
+    image_processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True).image_processor
     assert image_processor.do_normalize is False
     assert image_processor.do_center_crop is False
     assert dict(image_processor.size) == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
@@ -67,7 +68,7 @@ def test_converted_image_processor_is_the_original_raw_pixel_square_resize(conve
 def test_converted_predictions_equal_scaled_cosine_of_the_head_by_hand(converted, tiny_clip_dir, head_weight, photo_dir):
     _, folder = converted
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     images = [Image.open(photo_dir / name).convert("RGB") for name in ("astronaut.jpg", "lfw face.png")]
     inputs = processor(text=PROMPTS, images=images, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -154,3 +155,45 @@ def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path,
     error = capsys.readouterr().err.strip()
     assert error == f"expclip convert: {tmp_path / 'not-clip'}: not a CLIP checkpoint (no config.json); --clip needs a CLIP model"
     assert not (tmp_path / "out").exists()
+
+
+# SPEC §6: the released heads were tested with PIL's bilinear resize; a converted folder keeps it even where
+# torchvision is installed (transformers would otherwise pick its torchvision backend, whose resize differs).
+LOAD_WITH_TORCHVISION = """
+import json, sys
+import numpy as np
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor
+from transformers.utils import is_torchvision_available
+
+folder, clip_folder, photo, pixels_file, how = sys.argv[1:]
+if how == "project":  # the project's own commands: the package is imported, no remote code
+    import modeling_expclip  # noqa: F401
+kwargs = {"trust_remote_code": True} if how == "hub" else {}
+processor = AutoProcessor.from_pretrained(folder, **kwargs).image_processor
+image_processor = AutoImageProcessor.from_pretrained(folder, **kwargs)
+np.save(pixels_file, processor(Image.open(photo), return_tensors="pt").pixel_values[0].numpy())
+print(json.dumps({"torchvision": is_torchvision_available(), "processor": type(processor).__name__,
+                  "image_processor": type(image_processor).__name__,
+                  "plain_clip": type(AutoImageProcessor.from_pretrained(clip_folder)).__name__}))
+"""
+
+
+@pytest.mark.parametrize("how", ["hub", "project"])
+def test_converted_folder_loads_a_pil_processor_even_with_torchvision_installed(converted, tiny_clip_dir, photo_dir,
+                                                                                tmp_path, how):
+    from fake_torchvision import write_fake_torchvision
+
+    _, folder = converted
+    stub = write_fake_torchvision(tmp_path / "stub")
+    pythonpath = os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")])
+    photo = photo_dir / "coffee.jpg"  # 600x400: a non-square photo
+    result = run_command(sys.executable, "-c", LOAD_WITH_TORCHVISION, folder, tiny_clip_dir, photo,
+                         tmp_path / "pixels.npy", how, env={"PYTHONPATH": pythonpath}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["torchvision"] is True and loaded["plain_clip"] == "CLIPImageProcessor"  # the stub is in effect
+    assert loaded["processor"] == loaded["image_processor"] == "CLIPImageProcessorPil"
+    resized = Image.open(photo).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    expected = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255
+    assert np.array_equal(np.load(tmp_path / "pixels.npy"), expected)

@@ -85,6 +85,23 @@ def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
     assert [r["prompts"] for r in results["rows"] if r["head"] == "Exp-CLIP"] == [f"type{k}" for k in range(1, 6)]
 
 
+def test_prompt_study_rows_use_exactly_the_originals_prompt_lists(image_run):
+    """SPEC §5: type1-type3 templates, type4/type5 the original's per-class lists (SPEC's text, in test_prompts)."""
+    from test_prompts import ORIGINAL_TYPE4, ORIGINAL_TYPE5
+
+    _, results, _, _ = image_run
+    names = results["class_names"]
+    expected = {
+        "type1": [[f"{c}."] for c in names],
+        "type2": [[f"an expression of {c}."] for c in names],
+        "type3": [[f"a photo of a face with an expression of {c}."] for c in names],
+        "type4": [ORIGINAL_TYPE4[c] for c in names],
+        "type5": [ORIGINAL_TYPE5[c] for c in names],
+    }
+    for row in results["rows"]:
+        assert row["class_prompts"] == expected[row["prompts"]], (row["head"], row["prompts"])
+
+
 def test_baseline_clip_adds_plain_clip_rows_in_the_same_run(image_run):
     _, results, _, _ = image_run
     baseline = [r for r in results["rows"] if r["head"] == "CLIP"]
@@ -179,6 +196,26 @@ def test_results_table_has_the_papers_columns_and_a_row_per_model_and_prompt_set
            "23.95/26.98 | 38.72/40.42 |" in lines
 
 
+def test_results_table_shows_the_released_head_logs_and_the_papers_table_labelled(image_run):
+    """SPEC §6: under our rows, the released heads' logs (15 rows, the converted heads' target), then the paper's
+    table (the retrained heads' target), each under its own label."""
+    _, _, output, _ = image_run
+    lines = (output / "results.md").read_text().splitlines()
+    released_label = next(k for k, line in enumerate(lines) if line.startswith("Target for converted released heads"))
+    paper_label = next(k for k, line in enumerate(lines) if line.startswith("Target for retrained heads"))
+    assert "logs of the runs whose heads were released" in lines[released_label]
+    assert "the paper's table" in lines[paper_label]
+    released = lines[released_label + 4: paper_label - 1]
+    paper = lines[paper_label + 4:]
+    assert len(released) == 15 and len(paper) == 7
+    assert "| Exp-CLIP L/14 released (type3) | 57.93/65.94 | 44.47/44.47 | 38.41/38.41 | 46.95/55.82 | 40.73/47.09 | " \
+           "27.94/31.57 | 24.19/27.31 | 40.27/41.47 |" in released
+    assert "| Exp-CLIP B/32 released (type5) | 39.82/50.49 | 33.98/33.98 | 29.76/29.76 | 40.94/44.09 | 25.32/26.78 | " \
+           "22.36/22.19 | 18.75/23.77 | 32.37/34.12 |" in released
+    assert "| Exp-CLIP L/14 | 58.70/65.37 | 44.27/44.27 | 38.44/38.43 | 48.28/55.42 | 40.16/47.09 | 27.45/31.07 | " \
+           "23.95/26.98 | 38.72/40.42 |" in paper
+
+
 def test_update_card_writes_a_model_index_that_round_trips(image_run, model_dir):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
@@ -269,6 +306,18 @@ def test_bfloat16_run_records_its_dtype_and_scores_every_item(image_run, tmp_pat
     assert results["num_evaluated"] == full["num_evaluated"] and 0 <= results["rows"][0]["war"] <= 100
 
 
+def test_original_mixed_precision_run_records_its_dtype_and_predicts_as_float32(image_run, tmp_path, model_dir):
+    """SPEC §6: --dtype float16-mixed is the original's GPU precision (float16 CLIP, float32 LayerNorm and head)."""
+    _, full, _, prepared = image_run
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", prepared, "--dtype",
+                              "float16-mixed", "--prompts", "type3", "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "tiny-expclip" / "raf-db" / "results.json").read_text())
+    assert results["dtype"] == "float16-mixed"
+    float32_row = next(r for r in full["rows"] if r["head"] == "Exp-CLIP" and r["prompts"] == "type3")
+    assert results["rows"][0]["predictions"] == float32_row["predictions"]
+
+
 def test_missing_data_folder_is_a_one_line_error(tmp_path, model_dir):
     result = evaluate_command("--model", model_dir, "--benchmark", "afew", "--data", tmp_path / "nowhere")
     assert result.returncode == 1
@@ -290,3 +339,55 @@ def test_data_prepared_for_another_benchmark_is_refused(image_run):
     _, _, _, prepared = image_run
     with pytest.raises(EvaluateError, match="prepared for raf-db, not affectnet-7"):
         load_prepared(prepared, get_benchmark("affectnet-7"))
+
+
+@pytest.fixture(scope="module")
+def override_run(tmp_path_factory, image_run, model_dir):
+    """A model whose config has prompt_overrides (sadness, anger), run with a --prompt-file (anger, fear)."""
+    _, _, _, prepared = image_run
+    root = tmp_path_factory.mktemp("overrides")
+    model = Path(shutil.copytree(model_dir, root / "tiny-overrides"))
+    config = json.loads((model / "config.json").read_text())
+    config["prompt_overrides"] = {"sadness": ["a sad face.", "tears."], "anger": ["config's anger."]}
+    (model / "config.json").write_text(json.dumps(config))
+    prompt_file = root / "prompts.json"
+    prompt_file.write_text(json.dumps({"anger": ["an angry face.", "a furious person."], "fear": ["a scared face."]}))
+    result = evaluate_command("--model", model, "--benchmark", "raf-db", "--data", prepared, "--prompts", "type3",
+                              "type5", "--prompt-file", prompt_file, "--output", root / "out")
+    assert result.returncode == 0, result.stderr
+    return json.loads((root / "out" / "tiny-overrides" / "raf-db" / "results.json").read_text())
+
+
+def test_model_prompt_overrides_are_honoured(override_run):
+    names = override_run["class_names"]
+    for row in override_run["rows"]:
+        assert row["class_prompts"][names.index("sadness")] == ["a sad face.", "tears."]
+
+
+def test_prompt_file_is_honoured_and_wins_over_the_models_overrides(override_run):
+    names = override_run["class_names"]
+    for row in override_run["rows"]:
+        assert row["class_prompts"][names.index("anger")] == ["an angry face.", "a furious person."]
+        assert row["class_prompts"][names.index("fear")] == ["a scared face."]
+        assert row["class_prompts"][names.index("happiness")][0] != "a sad face."
+    assert override_run["prompt_overrides"]["anger"] == ["an angry face.", "a furious person."]
+    assert override_run["prompt_file"].endswith("prompts.json")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"boredom": ["a bored face."]}', "'boredom' not in the label set"),
+    ('{"sadness": []}', "class 'sadness' needs a non-empty list of prompts"),
+    ('{"sadness": "a sad face."}', "class 'sadness' needs a non-empty list of prompts"),
+    ('["a sad face."]', "a prompt file is a non-empty JSON object"),
+    ("{not json", "not a JSON prompt file"),
+])
+def test_bad_prompt_file_is_one_line_and_exit_2_before_any_work(tmp_path, model_dir, content, message):
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(content)
+    # The data folder does not exist: refusing the file first proves nothing else was looked at.
+    result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", tmp_path / "nowhere",
+                              "--prompt-file", prompt_file, "--output", tmp_path / "out")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"expclip evaluate: error: {prompt_file}: ") and message in line
+    assert not (tmp_path / "out").exists()

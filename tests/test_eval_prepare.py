@@ -205,3 +205,19 @@ def test_missing_label_file_is_a_one_line_error_naming_what_was_looked_for(tmp_p
     assert result.returncode == 1
     assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path / 'release'}: no DFEW test split folder "
                                      "(looked for EmoLabel_DataSplit/test(single-labeled))")
+
+
+@pytest.mark.parametrize("benchmark, num_classes, sizes, fold1_counts", [
+    ("mafw", 11, {1: 1839, 2: 1837, 3: 1833, 4: 1832, 5: 1831}, [249, 294, 228, 278, 215, 128, 125, 48, 184, 53, 37]),
+    ("afew", 7, {0: 381}, [62, 61, 64, 63, 45, 40, 46]),
+])
+def test_strict_passes_on_the_original_clip_lists_of_spec_sizes(tmp_path, benchmark, num_classes, sizes,
+                                                                 fold1_counts):
+    """SPEC §5 sizes (MAFW 1,839 / 1,837 / 1,833 / 1,832 / 1,831, AFEW 381) from lists without a final newline."""
+    lists = fake.make_clip_lists(tmp_path / "release", benchmark, sizes, {min(sizes): fold1_counts}, num_classes)
+    result = prepare_command(benchmark, tmp_path / "release", tmp_path / "out", "--strict", "--annotation", *lists)
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((tmp_path / "out" / "expclip_prepare.json").read_text())
+    assert metadata["mismatches"] == [] and metadata["num_excluded"] == 0
+    assert metadata["sizes"] == {str(fold): size for fold, size in sizes.items()}
+    assert metadata["label_counts"][str(min(sizes))] == fold1_counts

@@ -70,6 +70,26 @@ def test_rows_hold_each_images_clip_embedding_and_teacher_target(small_dir, sett
     torch.testing.assert_close(row["target_embeds"], teacher(teacher_pixels)[0], atol=1e-5, rtol=1e-4)
 
 
+def test_dropout_quirk_caches_one_fresh_target_per_image_per_epoch(small_dir, settings, tmp_path, tiny_clip_dir,
+                                                                   tiny_blip2_dir):
+    """SPEC §3: under the quirk the original drew fresh dropout masks every epoch: draw e is epoch e's target."""
+    quirk = FeatureCacheSettings(str(tiny_clip_dir), str(tiny_blip2_dir), teacher_dropout=True, target_draws=3,
+                                 shard_size=SHARD_SIZE)
+    items = folder_image_items(small_dir)
+    cache, _ = build_feature_cache(items, quirk, tmp_path / "cache", batch_size=8)
+    plain, _ = build_feature_cache(items, settings, tmp_path / "cache", batch_size=8)
+    assert cache.column_names == ["image", "sha256", "clip_image_embeds", "target_embeds", "target_embeds_epoch1",
+                                  "target_embeds_epoch2"]
+    assert plain.column_names == ["image", "sha256", "clip_image_embeds", "target_embeds"]  # eval mode: one target
+    draws = [torch.tensor(cache[column]) for column in cache.column_names[3:]]
+    eval_targets = torch.tensor(plain["target_embeds"])
+    for k, draw in enumerate(draws):
+        torch.testing.assert_close(draw.norm(dim=-1), torch.ones(20))
+        assert not torch.allclose(draw, eval_targets, atol=1e-4)  # dropout was on
+        assert all(not torch.allclose(draw, other, atol=1e-4) for other in draws[k + 1:])  # a fresh draw per epoch
+    assert cache["clip_image_embeds"] == plain["clip_image_embeds"]  # CLIP is not affected by the quirk
+
+
 def test_a_rerun_reuses_the_cache_without_loading_any_model(small_dir, settings, tmp_path, monkeypatch):
     first, _ = build_feature_cache(folder_image_items(small_dir), settings, tmp_path / "cache", batch_size=8)
     monkeypatch.setattr(features_expclip, "FeatureExtractors", None)  # any model load would now fail

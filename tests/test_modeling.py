@@ -135,7 +135,7 @@ def direct_prompt_embeds(clip, tokenizer, head, prompts):
 def test_prompt_ensemble_with_override_matches_direct_computation(model, clip, tokenizer, ensemble):
     class_names = ["happiness", "sadness", "anger"]
     overrides = {"sadness": ["a sad face.", "a photo of sorrow.", "tears."]}  # 3 prompts where the others have 10
-    classifier = model.text_classifier(tokenizer, class_names, "type5", overrides, ensemble=ensemble)
+    classifier = model.text_classifier(tokenizer, class_names, "type5-templates", overrides, ensemble=ensemble)
     images = batch_of_images(3, seed=5)
     logits = model.classify(images, classifier)
 
@@ -144,7 +144,7 @@ def test_prompt_ensemble_with_override_matches_direct_computation(model, clip, t
         image_embeds = F.normalize(clip.get_image_features(pixel_values=images).pooler_output @ head.t(), dim=-1)
     expected = torch.zeros(3, 3)
     for c, name in enumerate(class_names):
-        prompts = overrides.get(name) or [t.format(name) for t in PROMPT_SETS["type5"]]
+        prompts = overrides.get(name) or [t.format(name) for t in PROMPT_SETS["type5-templates"]]
         text = direct_prompt_embeds(clip, tokenizer, head, prompts)
         if ensemble == "logits":  # the paper: mean of the per-prompt logits
             expected[:, c] = (scale * image_embeds @ text.t()).mean(1)
@@ -262,3 +262,41 @@ def test_config_round_trip_keeps_labels_prompts_and_provenance(model, tmp_path):
         assert getattr(loaded, field) == getattr(config, field), field
     assert loaded.clip_embed_dim == CLIP_EMBED_DIM
     assert loaded.clip_config.vision_config.image_size == IMAGE_SIZE
+
+
+# ----- the original's precision on a GPU (SPEC §6) ----------------------------------------------------------------
+
+
+def test_original_precision_runs_layernorm_and_head_in_float32_and_the_rest_in_float16(tiny_expclip_dir):
+    model = ExpCLIPModel.from_pretrained(tiny_expclip_dir).to_original_precision()
+    layer_norms = [m for m in model.clip.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(layer_norms) == 7  # text: 2 per layer + final; vision: pre, 2 per layer, post
+    seen = {}
+
+    def record(module, args, output):  # runs after the model's own hooks: input cast up, output cast back
+        seen[module] = (args[0].dtype, output.dtype)
+
+    hooks = [m.register_forward_hook(record) for m in layer_norms]
+    model.classify(batch_of_images(2), model.text_classifier(CLIPTokenizer.from_pretrained(tiny_expclip_dir)))
+    for hook in hooks:
+        hook.remove()
+    ln_params = {id(p) for m in layer_norms for p in m.parameters()}
+    for name, parameter in model.named_parameters():
+        expected = torch.float32 if id(parameter) in ln_params or name in ("projection.weight", "clip.logit_scale") \
+            else torch.float16
+        assert parameter.dtype == expected, name
+    # every LayerNorm computed in float32, its output handed on in float16 (SPEC §6: OpenAI CLIP's LayerNorm)
+    assert set(seen) == set(layer_norms) and set(seen.values()) == {(torch.float32, torch.float16)}
+
+
+def test_original_precision_scores_are_within_1e_2_of_float32(tiny_expclip_dir):
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_expclip_dir)
+    images = batch_of_images(6, seed=11)
+    reference = ExpCLIPModel.from_pretrained(tiny_expclip_dir).eval()
+    mixed = ExpCLIPModel.from_pretrained(tiny_expclip_dir).to_original_precision().eval()
+    expected = reference.classify(images, reference.text_classifier(tokenizer, prompt_templates="type5"))
+    logits = mixed.classify(images, mixed.text_classifier(tokenizer, prompt_templates="type5"))
+    assert logits.dtype == torch.float32
+    assert (logits.softmax(-1) - expected.softmax(-1)).abs().max().item() < 1e-2  # scores (probabilities)
+    assert (logits - expected).abs().max().item() < 5e-2  # logits are scaled cosines x 100
+    assert not torch.equal(logits, expected)  # float16 did run

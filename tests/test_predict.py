@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,7 +166,7 @@ def test_error_messages_are_cut_to_their_first_line_or_named_by_type(error, expe
 
 
 def test_prompts_option_names_a_set_or_lists_templates():
-    assert parse_prompts("type5-original") == "type5-original"
+    assert parse_prompts("type5-templates") == "type5-templates"
     assert parse_prompts("a photo of {}. | {} face") == ["a photo of {}.", "{} face"]
 
 
@@ -225,7 +227,7 @@ def test_csv_output_has_one_column_per_class_and_the_error_column(mixed_run):
 
 def test_jsonl_with_custom_labels_and_prompt_set(photo_dir, tiny_expclip_dir):
     result = predict(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", "--model", tiny_expclip_dir,
-                     "--labels", "joy, calm ,anger", "--prompts", "type5-original", "--format", "jsonl")
+                     "--labels", "joy, calm ,anger", "--prompts", "type5", "--format", "jsonl")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 2 and all(list(r["scores"]) == ["joy", "calm", "anger"] for r in records)
@@ -318,3 +320,57 @@ def test_debug_shows_the_traceback_of_a_bad_item(tmp_path, tiny_expclip_dir):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "UnidentifiedImageError" in result.stderr
     assert "expclip predict: skipped " in result.stderr
+
+
+def test_prompt_file_replaces_a_class_prompts(tmp_path, photo_dir, tiny_expclip_dir):
+    """'joy' given happiness's type3 prompt scores exactly as the label 'happiness' with the type3 template."""
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(json.dumps({"joy": ["a photo of a face with an expression of happiness."]}))
+    by_file = predict(photo_dir, "--model", tiny_expclip_dir, "--labels", "joy,sadness", "--prompts", "type3",
+                      "--prompt-file", prompt_file, "--format", "json")
+    by_name = predict(photo_dir, "--model", tiny_expclip_dir, "--labels", "happiness,sadness", "--prompts", "type3",
+                      "--format", "json")
+    without = predict(photo_dir, "--model", tiny_expclip_dir, "--labels", "joy,sadness", "--prompts", "type3",
+                      "--format", "json")
+    assert by_file.returncode == by_name.returncode == without.returncode == 0, by_file.stderr
+    file_scores = [r["scores"]["joy"] for r in json.loads(by_file.stdout)]
+    assert file_scores == pytest.approx([r["scores"]["happiness"] for r in json.loads(by_name.stdout)], abs=1e-6)
+    assert file_scores != pytest.approx([r["scores"]["joy"] for r in json.loads(without.stdout)], abs=1e-6)
+
+
+def test_model_prompt_overrides_are_honoured(tmp_path, photo_dir, tiny_expclip_dir):
+    model = Path(shutil.copytree(tiny_expclip_dir, tmp_path / "model"))
+    config = json.loads((model / "config.json").read_text())
+    config["prompt_overrides"] = {"joy": ["a photo of a face with an expression of happiness."]}
+    (model / "config.json").write_text(json.dumps(config))
+    by_config = predict(photo_dir, "--model", model, "--labels", "joy,sadness", "--format", "json")
+    by_name = predict(photo_dir, "--model", tiny_expclip_dir, "--labels", "happiness,sadness", "--format", "json")
+    assert by_config.returncode == by_name.returncode == 0, by_config.stderr
+    assert [r["scores"]["joy"] for r in json.loads(by_config.stdout)] == pytest.approx(
+        [r["scores"]["happiness"] for r in json.loads(by_name.stdout)], abs=1e-6)
+
+
+@pytest.mark.parametrize("labels, content, message", [
+    (["--labels", "joy,calm"], '{"anger": ["an angry face."]}', "'anger' not in the label set"),
+    ([], '{"boredom": ["a bored face."]}', "'boredom' not in the label set"),  # the model's own 7 labels
+    (["--labels", "joy,calm"], '{"joy": []}', "class 'joy' needs a non-empty list of prompts"),
+    (["--labels", "joy,calm"], "{oops", "not a JSON prompt file"),
+])
+def test_bad_prompt_file_is_one_line_and_exit_2(tmp_path, photo_dir, tiny_expclip_dir, labels, content, message):
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(content)
+    result = predict(photo_dir, "--model", tiny_expclip_dir, *labels, "--prompt-file", prompt_file,
+                     "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"expclip predict: error: {prompt_file}: ") and message in line
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_original_mixed_precision_scores_are_within_1e_2_of_float32(photo_dir, tiny_expclip_dir):
+    mixed = predict(photo_dir, "--model", tiny_expclip_dir, "--dtype", "float16-mixed", "--format", "json")
+    full = predict(photo_dir, "--model", tiny_expclip_dir, "--format", "json")
+    assert mixed.returncode == full.returncode == 0, mixed.stderr
+    for a, b in zip(json.loads(mixed.stdout), json.loads(full.stdout)):
+        assert a["source"] == b["source"]
+        assert max(abs(a["scores"][k] - b["scores"][k]) for k in b["scores"]) < 1e-2

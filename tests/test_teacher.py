@@ -25,10 +25,18 @@ def teacher(tiny_blip2_dir):
     return ExpCLIPTeacher.from_pretrained(str(tiny_blip2_dir), device="cpu")
 
 
-def direct_targets(folder, pixel_values, instruction=INSTRUCTION):
-    """The recipe written out on the full BLIP-2 model: vision -> Q-Former -> projection -> concat -> encoder -> mean."""
-    blip2 = Blip2ForConditionalGeneration.from_pretrained(folder).eval()
+def direct_targets(folder, pixel_values, instruction=INSTRUCTION, dropout=False, seed=None, read="final_layer_norm"):
+    """The recipe written out on the full BLIP-2 model: vision -> Q-Former -> projection -> concat -> encoder -> mean.
+
+    `dropout=True`: the whole model in train mode, as the original left it; `read` says where the states are taken:
+    the output of T5's final_layer_norm (the original's hook), or the encoder's last_hidden_state (after its dropout)."""
+    blip2 = Blip2ForConditionalGeneration.from_pretrained(folder).train(dropout)
     input_ids = AutoTokenizer.from_pretrained(folder)(instruction, return_tensors="pt").input_ids
+    encoder = blip2.language_model.get_encoder()
+    at_norm = {}
+    encoder.final_layer_norm.register_forward_hook(lambda module, args, output: at_norm.update(states=output))
+    if seed is not None:
+        torch.manual_seed(seed)
     with torch.no_grad():
         image_embeds = blip2.vision_model(pixel_values=pixel_values).last_hidden_state
         queries = blip2.query_tokens.expand(len(pixel_values), -1, -1)
@@ -36,8 +44,8 @@ def direct_targets(folder, pixel_values, instruction=INSTRUCTION):
         visual_tokens = blip2.language_projection(query_output)
         text_embeds = blip2.language_model.get_input_embeddings()(input_ids).expand(len(pixel_values), -1, -1)
         inputs_embeds = torch.cat([visual_tokens, text_embeds], dim=1)
-        hidden = blip2.language_model.get_encoder()(inputs_embeds=inputs_embeds).last_hidden_state
-    return F.normalize(hidden.mean(1), dim=-1)
+        hidden = encoder(inputs_embeds=inputs_embeds).last_hidden_state
+    return F.normalize((at_norm["states"] if read == "final_layer_norm" else hidden).mean(1), dim=-1)
 
 
 def test_targets_equal_the_direct_blip2_computation(teacher, tiny_blip2_dir, photos_pixels):
@@ -105,6 +113,18 @@ def test_dropout_quirk_makes_targets_stochastic(tiny_blip2_dir, photos_pixels):
     quirky = ExpCLIPTeacher.from_pretrained(str(tiny_blip2_dir), device="cpu", dropout=True)
     assert quirky.training
     assert not torch.equal(quirky(photos_pixels), quirky(photos_pixels))
+
+
+def test_dropout_quirk_reads_the_target_at_final_layer_norm_before_the_last_dropout(tiny_blip2_dir, photos_pixels):
+    """SPEC §3: under the quirk the original read T5's final_layer_norm output, so the encoder's final dropout is not
+    applied to the target; the same dropout masks (same seed) elsewhere."""
+    quirky = ExpCLIPTeacher.from_pretrained(str(tiny_blip2_dir), device="cpu", dropout=True)
+    torch.manual_seed(5)
+    targets = quirky(photos_pixels)
+    expected = direct_targets(tiny_blip2_dir, photos_pixels, dropout=True, seed=5)
+    torch.testing.assert_close(targets, expected, atol=1e-6, rtol=1e-5)
+    after_dropout = direct_targets(tiny_blip2_dir, photos_pixels, dropout=True, seed=5, read="last_hidden_state")
+    assert not torch.allclose(targets, after_dropout, atol=1e-4)
 
 
 def test_a_different_instruction_changes_the_targets(teacher, tiny_blip2_dir, photos_pixels):

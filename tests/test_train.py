@@ -9,9 +9,18 @@ import pytest
 from conftest import REPO_ROOT, run_command
 from huggingface_hub import ModelCard
 from safetensors.numpy import load_file
-from transformers import AutoModelForZeroShotImageClassification, AutoProcessor, HfArgumentParser
+from transformers import AutoModelForZeroShotImageClassification, AutoProcessor, HfArgumentParser, Trainer
 
-from train_expclip import DataArguments, ExpCLIPTrainingArguments, ModelArguments, build_model_card, read_eval_results
+from train_expclip import (
+    DataArguments,
+    EpochTargetCallback,
+    EpochTargetDataset,
+    ExpCLIPTrainingArguments,
+    ModelArguments,
+    build_model_card,
+    global_contrastive_loss,
+    read_eval_results,
+)
 
 ACCELERATE = [Path(sys.executable).parent / "accelerate", "launch", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no"]
@@ -39,10 +48,9 @@ def runs(tmp_path_factory, tiny_clip_dir, tiny_blip2_dir, face_images_dir):
         *ACCELERATE, "--multi_gpu", "--num_processes", 2,
         *train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-2", root / "out-2", "--use_cpu"),
     )
-    # LoRA, both quirk flags, and a `datasets` imagefolder as input instead of --train_dir
+    # LoRA, --paper_recipe (both quirks), and a `datasets` imagefolder as input instead of --train_dir
     lora_args = train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-q", root / "out-lora",
-                           "--lora_r", 2, "--max_steps", 1, "--learning_rate", 0.1,
-                           "--original_preprocessing", "--teacher_dropout")
+                           "--lora_r", 2, "--max_steps", 1, "--learning_rate", 0.1, "--paper_recipe")
     at = lora_args.index("--train_dir")
     lora_args[at : at + 2] = ["--dataset_name", "imagefolder", "--dataset_data_dir", face_images_dir]
     lora = run_command(sys.executable, *lora_args)
@@ -128,6 +136,15 @@ def test_quirk_flags_reach_the_saved_config_and_processor(runs):
     assert (image_processor.size.height, image_processor.size.width) == (32, 32)
 
 
+def test_saved_processor_names_no_class_so_the_pil_backend_is_taken(runs):
+    """SPEC §6: a trained folder loads CLIP's PIL-backend processor whatever is installed (the class registered for
+    ExpCLIPConfig); naming "CLIPImageProcessor" would give the torchvision backend where torchvision is installed."""
+    for name in ("out-1", "out-lora"):
+        folder = runs["root"] / name
+        assert "image_processor_type" not in json.loads((folder / "processor_config.json").read_text())["image_processor"]
+        assert type(AutoProcessor.from_pretrained(folder).image_processor).__name__ == "CLIPImageProcessorPil"
+
+
 def test_paper_recipe_is_the_default():
     _, _, args = HfArgumentParser((ModelArguments, DataArguments, ExpCLIPTrainingArguments)).parse_args_into_dataclasses(
         args=["--train_dir", "faces", "--output_dir", "out"]
@@ -163,3 +180,46 @@ def test_a_missing_train_dir_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("nowhere: not a folder")
     assert "Traceback" not in result.stderr
+
+
+def test_paper_recipe_sets_both_quirks_and_the_dropout_quirk_caches_a_draw_per_epoch(runs):
+    folder = runs["root"] / "out-lora"
+    hyper = ModelCard.load(folder / "README.md").data.hyperparameters
+    assert hyper["paper_recipe"] is True
+    assert hyper["original_preprocessing"] is True and hyper["teacher_dropout"] is True
+    [settings] = [json.loads(p.read_text()) for p in (runs["root"] / "cache-q").glob("*/settings.json")]
+    assert settings["teacher_dropout"] and settings["original_preprocessing"] and settings["target_draws"] == 5
+
+
+def test_dropout_quirk_trains_epoch_e_on_draw_e(tiny_clip_dir, tmp_path):
+    """Through the HF Trainer as train_expclip.py builds it: each epoch's batches carry that epoch's draw."""
+    import datasets
+    import torch
+
+    from modeling_expclip import ExpCLIPModel
+
+    generator = torch.Generator().manual_seed(0)
+    num_images, num_draws = 8, 3
+    columns = {"image": [f"face{i}.png" for i in range(num_images)],
+               "clip_image_embeds": torch.randn(num_images, 16, generator=generator).tolist()}
+    for epoch, name in enumerate(["target_embeds", "target_embeds_epoch1", "target_embeds_epoch2"]):
+        columns[name] = torch.nn.functional.normalize(torch.randn(num_images, 24, generator=generator), dim=-1).tolist()
+    dataset = EpochTargetDataset(datasets.Dataset.from_dict(columns), num_draws)
+    seen = []
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        seen.append(labels.detach().clone())
+        return global_contrastive_loss(outputs, labels)
+
+    args = ExpCLIPTrainingArguments(output_dir=str(tmp_path), global_batch_size=num_images, num_train_epochs=3,
+                                    use_cpu=True, disable_tqdm=True)
+    model = ExpCLIPModel.from_clip(str(tiny_clip_dir), projection_dim=24)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, compute_loss_func=loss,
+                      callbacks=[EpochTargetCallback(dataset)])
+    trainer.train()
+    assert len(seen) == 3  # one step per epoch
+    for epoch, labels in enumerate(seen):
+        draws = [torch.tensor(columns[name]) for name in ("target_embeds", "target_embeds_epoch1",
+                                                          "target_embeds_epoch2")]
+        matches = [sum(bool((torch.isclose(draw, row).all(-1)).any()) for row in labels) for draw in draws]
+        assert matches == [num_images if k == epoch else 0 for k in range(num_draws)]
