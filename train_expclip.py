@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,9 @@ from features_expclip import (
     input_side,
     pixel_values,
     read_image,
+    resolve_dtype,
 )
-from inputs_expclip import InputError, first_line, original_image_processor_settings
+from inputs_expclip import DTYPES, InputError, first_line, one_line, original_image_processor_settings
 from modeling_expclip import ExpCLIPModel, contrastive_loss
 from teacher_expclip import DEFAULT_TEACHER
 
@@ -65,6 +67,11 @@ class ModelArguments:
     teacher_dropout: bool = field(
         default=False, metadata={"help": "Quirk of the original: teacher targets computed with dropout on (train mode)."}
     )
+    clip_dtype: str = field(
+        default="auto",
+        metadata={"help": "Precision of CLIP when extracting the cached features: auto (bfloat16 on GPU, float32 on "
+                  "CPU) or float32 / bfloat16 / float16. Part of the cache key.", "choices": ("auto",) + DTYPES},
+    )
     lora_r: int = field(
         default=0, metadata={"help": "If > 0, also adapt CLIP's vision tower with LoRA of this rank (on pixels, not caches)."}
     )
@@ -88,6 +95,16 @@ class DataArguments:
     )
     shard_size: int = field(default=4096, metadata={"help": "Images per cache shard (the unit of resumption)."})
     extraction_batch_size: int = field(default=64, metadata={"help": "Images per forward pass when extracting."})
+    extraction_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Worker processes decoding and preprocessing images while the models run (default: one per "
+                  "core less one; 0: in the main process). The cache is the same for any number."},
+    )
+    cache_in_memory: bool = field(
+        default=True,
+        metadata={"help": "Hold the cached vectors as tensors and index whole batches (fast). Off: read Arrow rows "
+                  "per step from the memory-mapped cache (for caches larger than memory)."},
+    )
     eval_results: str | None = field(
         default=None,
         metadata={"help": "`expclip evaluate` output (a results.json or its folder): the model card's results."},
@@ -146,6 +163,35 @@ def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: flo
         image_embeds = torch.cat(dist_nn.all_gather(image_embeds))
         target_embeds = torch.cat(dist_nn.all_gather(target_embeds))
     return contrastive_loss(image_embeds, target_embeds, scale)
+
+
+class CachedPairs(torch.utils.data.Dataset):
+    """The feature cache as two tensors, (CLIP image embedding, teacher target) per row. The Trainer's sampler picks
+    the rows and `__getitems__` returns the whole batch by one index per tensor: no per-row Arrow reads."""
+
+    def __init__(self, cache: datasets.Dataset):
+        table = cache.select_columns(["clip_image_embeds", "target_embeds"]).with_format("arrow")[:]
+
+        def rows(name):  # FixedSizeList<float32> -> (rows, width) tensor
+            column = table.column(name).combine_chunks()
+            return torch.from_numpy(column.flatten().to_numpy().reshape(len(column), -1))
+
+        self.clip_image_embeds, self.target_embeds = rows("clip_image_embeds"), rows("target_embeds")
+
+    def __len__(self):
+        return len(self.clip_image_embeds)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices):  # torch's DataLoader fetches a batch with this when the dataset has it
+        indices = torch.as_tensor(indices)
+        return {"clip_image_embeds": self.clip_image_embeds[indices], "labels": self.target_embeds[indices]}
+
+
+def whole_batch(batch: dict) -> dict:
+    """`CachedPairs.__getitems__` already returns the batch: nothing to collate."""
+    return batch
 
 
 class PixelTargetDataset(torch.utils.data.Dataset):
@@ -286,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dropout=model_args.teacher_dropout,
         seed=training_args.seed,
         shard_size=data_args.shard_size,
+        clip_dtype=resolve_dtype(model_args.clip_dtype, state.device),
+        teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (SPEC §3: T5 in bf16)
     )
     cache, skipped = build_feature_cache(
         items, settings, data_args.feature_cache_dir, data_args.extraction_batch_size, state,
-        show_progress=not training_args.disable_tqdm,
+        show_progress=not training_args.disable_tqdm, num_workers=data_args.extraction_num_workers,
     )
     if skipped:
         logger.warning("skipped %d unreadable image(s):\n%s", len(skipped), "\n".join(f"  {r}" for r in skipped))
@@ -323,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset = PixelTargetDataset(
             cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing
         )
-    else:  # the head reads cached vectors; the target is the Trainer's "labels"
+    elif data_args.cache_in_memory:  # the head reads cached vectors, whole batches from tensors
+        train_dataset = CachedPairs(cache)
+    else:  # the same vectors, row by row from the Arrow cache; the target is the Trainer's "labels"
         train_dataset = cache.select_columns(["clip_image_embeds", "target_embeds"]).rename_column(
             "target_embeds", "labels"
         ).with_format("torch")
@@ -335,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         args=training_args,
         train_dataset=train_dataset,
         compute_loss_func=functools.partial(global_contrastive_loss, scale=model.config.loss_scale),
+        data_collator=whole_batch if isinstance(train_dataset, CachedPairs) else None,
     )
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
@@ -388,3 +439,7 @@ if __name__ == "__main__":
     except (InputError, OSError) as error:  # bad data or a missing checkpoint: one line, no traceback
         print(f"train_expclip: error: {first_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except pickle.PicklingError as error:  # `datasets` hashes objects with dill to fingerprint them; it can fail
+        print(f"train_expclip: error: datasets could not hash an object to fingerprint it ({one_line(error)})",
+              file=sys.stderr)
+        sys.exit(1)
