@@ -204,7 +204,10 @@ class FeatureExtractors:
         """One batch of the pipeline -> (CLIP image embeddings, teacher targets), float32 on CPU."""
         clip_pixels = self.inputs.clip.to_device(tensors["clip_pixel_values"], self.device, self.clip_dtype)
         teacher_pixels = self.inputs.teacher.to_device(tensors["teacher_pixel_values"], self.device)
-        clip_image_embeds = self.clip.encode_clip_image(clip_pixels).float().cpu()
+        rows = len(clip_pixels)
+        if rows == 1 and self.device.type == "cpu":  # CPU BLAS multiplies a single row by another kernel (gemv),
+            clip_pixels = clip_pixels.expand(2, -1, -1, -1)  # whose sums differ between processes: use gemm's
+        clip_image_embeds = self.clip.encode_clip_image(clip_pixels)[:rows].float().cpu()
         target_embeds = self.teacher(teacher_pixels).float().cpu()
         return clip_image_embeds, target_embeds
 
