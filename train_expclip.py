@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -335,13 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         clip_dtype=resolve_dtype(model_args.clip_dtype, state.device),
         teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (SPEC §3: T5 in bf16)
     )
+    extraction_start = time.perf_counter()
     cache, skipped = build_feature_cache(
         items, settings, data_args.feature_cache_dir, data_args.extraction_batch_size, state,
         show_progress=not training_args.disable_tqdm, num_workers=data_args.extraction_num_workers,
     )
     if skipped:
         logger.warning("skipped %d unreadable image(s):\n%s", len(skipped), "\n".join(f"  {r}" for r in skipped))
-    logger.info("feature cache: %d images, %s", len(cache), Path(data_args.feature_cache_dir) / settings.fingerprint())
+    logger.info("feature cache: %d images, %s (%.1f s)", len(cache), Path(data_args.feature_cache_dir) /
+                settings.fingerprint(), time.perf_counter() - extraction_start)
     if len(cache) < training_args.global_batch_size:
         logger.error("only %d readable images, fewer than one batch of %d", len(cache), training_args.global_batch_size)
         return 1
