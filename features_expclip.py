@@ -16,10 +16,10 @@ shards and a rerun recomputes at most the one in flight. Under `accelerate launc
 and every rank then reads all shards in index order: the result does not depend on the number of processes.
 
 Images are decoded and preprocessed for both models in `DataLoader` worker processes (`inputs_expclip.InputPipeline`)
-while the main process runs CLIP and the teacher. Batches are fixed groups of one shard's items (a bad item leaves its
-batch one smaller), and on CPU the models run on one thread per process: CPU kernels (attention, matmul) sum in an
-order that depends on the batch and the thread count, so this keeps the cache byte-identical for any number of
-workers and processes.
+while the main process runs CLIP and the teacher. CPU kernels sum in an order that depends on the batch, the thread
+count and, for a single row, the process (BLAS gemv), so: batches are fixed groups of one shard's items (a bad item
+leaves its batch one smaller), on CPU the models run on one thread per process, and a one-image batch goes through
+CLIP as two identical rows. The cache is then byte-identical for any number of workers and processes.
 """
 
 import hashlib

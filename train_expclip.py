@@ -173,9 +173,9 @@ class CachedPairs(torch.utils.data.Dataset):
     def __init__(self, cache: datasets.Dataset):
         table = cache.select_columns(["clip_image_embeds", "target_embeds"]).with_format("arrow")[:]
 
-        def rows(name):  # FixedSizeList<float32> -> (rows, width) tensor
+        def rows(name):  # FixedSizeList<float32> -> (rows, width) tensor, copied into memory from the mapped file
             column = table.column(name).combine_chunks()
-            return torch.from_numpy(column.flatten().to_numpy().reshape(len(column), -1))
+            return torch.from_numpy(column.flatten().to_numpy().reshape(len(column), -1).copy())
 
         self.clip_image_embeds, self.target_embeds = rows("clip_image_embeds"), rows("target_embeds")
 

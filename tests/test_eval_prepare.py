@@ -203,3 +203,21 @@ def test_missing_label_file_is_a_one_line_error_naming_what_was_looked_for(tmp_p
     assert result.returncode == 1
     assert result.stderr.strip() == (f"expclip prepare: error: {tmp_path}: no DFEW test split folder (looked for "
                                      "EmoLabel_DataSplit/test(single-labeled))")
+
+
+def test_prepare_does_not_need_datasets_to_hash_the_table(tmp_path):
+    # On one H100 machine dill failed inside `datasets` fingerprinting (issue 11): the table now comes with its own.
+    rafdb, expected = fake.make_rafdb(tmp_path)
+    failing_hasher = (  # dill fails on any Arrow table, as it did there
+        "import pickle, sys; from datasets import fingerprint, table\n"
+        "original = fingerprint.Hasher.hash.__func__\n"
+        "def hash(cls, value):\n"
+        "    if isinstance(value, table.Table): raise pickle.PicklingError(\"Can't pickle <class 'MonthDayNano'>\")\n"
+        "    return original(cls, value)\n"
+        "fingerprint.Hasher.hash = classmethod(hash)\n"
+        "import cli_expclip; sys.exit(cli_expclip.main(sys.argv[1:]))\n"
+    )
+    result = run_command(sys.executable, "-c", failing_hasher, "prepare", "--benchmark", "raf-db", "--source", rafdb,
+                         "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(datasets.load_from_disk(str(tmp_path / "out"))["id"]) == sorted(expected)
