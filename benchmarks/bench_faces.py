@@ -110,7 +110,7 @@ def main() -> None:
     print()
     stages = [("decode", "decode (PIL, EXIF, RGB)"), ("detection", "face detection (Haar)"),
               ("preprocess", "image processor"), ("model", "model.classify")]
-    print(f"| {'ms/photo (summed over threads)':<30} | " + " | ".join(f"{w} worker(s)" for w, *_ in runs) + " |")
+    print(f"| {'ms/photo (summed over procs)':<30} | " + " | ".join(f"{w} worker(s)" for w, *_ in runs) + " |")
     print(f"| {'-' * 30} |" + "|".join("-" * 13 + ":" for _ in runs) + "|")
     for key, name in stages:
         print(f"| {name:<30} | " + " | ".join(f"{1000 * t[key] / len(items):12.2f}" for _, _, t, _ in runs) + " |")
