@@ -6,6 +6,7 @@ imported when used, so `expclip --help` stays fast.
 
 import argparse
 import importlib
+import pickle
 import sys
 
 COMMANDS = {
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         print(f"\nexpclip {name}: interrupted", file=sys.stderr)
         return 130
+    except pickle.PicklingError as error:  # `datasets` fingerprints objects by pickling them with dill; it can fail
+        from inputs_expclip import one_line
+
+        print(f"expclip {name}: error: datasets could not hash an object to fingerprint it ({one_line(error)})",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,11 +8,18 @@ Layout (`datasets` Arrow on disk):
     <cache_dir>/<settings fingerprint>/settings.json
     <cache_dir>/<settings fingerprint>/shard-00000-<shard key>/   # Dataset.save_to_disk + skipped.json
 
-The settings fingerprint covers the model ids, instruction, preprocessing and dropout quirks; a shard's key adds
+The settings fingerprint covers the model ids, instruction, preprocessing and dropout quirks and both models'
+precisions (CLIP in bfloat16 on GPU by default, float32 one switch away); a shard's key adds
 the (image name, content SHA-256) of each of its images. A changed model, instruction, flag or file therefore never
 reuses a stale shard. Shards are written to a temporary folder and renamed, so a killed run leaves only complete
 shards and a rerun recomputes at most the one in flight. Under `accelerate launch` rank r computes shards r, r+N, ...
 and every rank then reads all shards in index order: the result does not depend on the number of processes.
+
+Images are decoded and preprocessed for both models in `DataLoader` worker processes (`inputs_expclip.InputPipeline`)
+while the main process runs CLIP and the teacher. CPU kernels sum in an order that depends on the batch, the thread
+count and, for a single row, the process (BLAS gemv), so: batches are fixed groups of one shard's items (a bad item
+leaves its batch one smaller), on CPU the models run on one thread per process, and a one-image batch goes through
+CLIP as two identical rows. The cache is then byte-identical for any number of workers and processes.
 """
 
 import hashlib
@@ -35,7 +42,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configuration_expclip import INSTRUCTION
-from inputs_expclip import IMAGE_EXTENSIONS, InputError, first_line, load_image, original_image_processor_settings
+from inputs_expclip import (
+    IMAGE_EXTENSIONS,
+    ImagePreprocessing,
+    InputError,
+    InputPipeline,
+    first_line,
+    load_image,
+    original_image_processor_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +81,18 @@ class FeatureCacheSettings:
     seed: int = 1  # seeds each shard's dropout masks under the dropout quirk
     target_draws: int = 1  # quirk (SPEC §3): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
     shard_size: int = 4096
+    clip_dtype: str = "float32"  # precision CLIP runs in (train_expclip: bfloat16 on GPU by default)
+    teacher_dtype: str = "float32"  # precision of the teacher's vision encoder and T5 (bfloat16 on GPU)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> str:
+    """"auto" -> bfloat16 on a GPU, float32 on CPU (a name from `inputs_expclip.DTYPES` is kept)."""
+    if name != "auto":
+        return name
+    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
 
 # ----- the training images ----------------------------------------------------------------------------------------
@@ -153,7 +177,8 @@ def pixel_values(image_processor, images: list[Image.Image], original_preprocess
 
 
 class FeatureExtractors:
-    """The frozen CLIP (through `ExpCLIPModel.encode_clip_image`) and the teacher, loaded only if a shard is missing."""
+    """The frozen CLIP (through `ExpCLIPModel.encode_clip_image`) and the teacher, loaded only if a shard is missing,
+    in the settings' precisions; `inputs` prepares one item for both (it runs in the pipeline's workers)."""
 
     def __init__(self, settings: FeatureCacheSettings, device: torch.device):
         from transformers import AutoImageProcessor
@@ -163,21 +188,29 @@ class FeatureExtractors:
 
         self.settings = settings
         self.device = device
+        self.clip_dtype = getattr(torch, settings.clip_dtype)
         self.teacher = ExpCLIPTeacher.from_pretrained(
-            settings.teacher_model_name_or_path, settings.instruction, device=device, dropout=settings.teacher_dropout
+            settings.teacher_model_name_or_path, settings.instruction, device=device,
+            dtype=getattr(torch, settings.teacher_dtype), dropout=settings.teacher_dropout,
         )
-        self.teacher_processor = load_teacher_image_processor(settings.teacher_model_name_or_path)
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
-        self.clip.to(device)
-        self.clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
+        self.clip.to(device=device, dtype=self.clip_dtype)
+        clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
+        self.inputs = ExtractionInputs(
+            _preprocessing(clip_processor, settings),
+            _preprocessing(load_teacher_image_processor(settings.teacher_model_name_or_path), settings),
+        )
 
     @torch.no_grad()
-    def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """CLIP's image embeddings and `target_draws` teacher targets (fresh dropout masks each, under the quirk)."""
-        quirk = self.settings.original_preprocessing
-        clip_pixels = pixel_values(self.clip_processor, images, quirk).to(self.device)
-        teacher_pixels = pixel_values(self.teacher_processor, images, quirk).to(self.device)
-        clip_image_embeds = self.clip.encode_clip_image(clip_pixels).float().cpu()
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One batch of the pipeline -> (CLIP image embeddings, `target_draws` teacher targets: fresh dropout masks
+        each, under the quirk), float32 on CPU."""
+        clip_pixels = self.inputs.clip.to_device(tensors["clip_pixel_values"], self.device, self.clip_dtype)
+        teacher_pixels = self.inputs.teacher.to_device(tensors["teacher_pixel_values"], self.device)
+        rows = len(clip_pixels)
+        if rows == 1 and self.device.type == "cpu":  # CPU BLAS multiplies a single row by another kernel (gemv),
+            clip_pixels = clip_pixels.expand(2, -1, -1, -1)  # whose sums differ between processes: use gemm's
+        clip_image_embeds = self.clip.encode_clip_image(clip_pixels)[:rows].float().cpu()
         target_draws = [self.teacher(teacher_pixels).float().cpu() for _ in range(self.settings.target_draws)]
         return clip_image_embeds, target_draws
 
@@ -186,6 +219,27 @@ def target_column(epoch: int) -> str:
     """The cache column of epoch `epoch`'s teacher target: "target_embeds" (every run's first, or only, draw), then
     "target_embeds_epoch1", ... (one per further epoch under the dropout quirk, SPEC §3)."""
     return "target_embeds" if epoch == 0 else f"target_embeds_epoch{epoch}"
+
+
+def _preprocessing(image_processor, settings: FeatureCacheSettings) -> ImagePreprocessing:
+    quirk = original_image_processor_settings(input_side(image_processor)) if settings.original_preprocessing else None
+    return ImagePreprocessing(image_processor, quirk)
+
+
+@dataclass(frozen=True)
+class ExtractionInputs:
+    """Runs in a pipeline worker: one training image -> each model's pixels (exactly its image processor's output)."""
+
+    clip: ImagePreprocessing
+    teacher: ImagePreprocessing
+
+    def __call__(self, item: ImageItem) -> dict:
+        image = read_image(item)  # InputError names the item
+        return {"clip_pixel_values": self.clip([image]), "teacher_pixel_values": self.teacher([image])}
+
+
+def _item_name(item: ImageItem) -> str:
+    return item.name
 
 
 def _shard_key(settings_fingerprint: str, items: list[ImageItem]) -> str:
@@ -197,48 +251,49 @@ def _fixed_size_list(rows: torch.Tensor) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(rows.numpy().reshape(-1)), rows.shape[1])
 
 
-def _compute_shard(items, extractors, shard_index, batch_size, progress) -> tuple[pa.Table, list[str]]:
-    torch.manual_seed(extractors.settings.seed + shard_index)  # the dropout quirk's masks depend on the shard only
-    draws = extractors.settings.target_draws
-    names, hashes, clip_rows, target_rows, skipped = [], [], [], [[] for _ in range(draws)], []
-    batch_items, batch_images = [], []
-
-    def flush():
-        if batch_images:
-            clip_image_embeds, target_draws = extractors(batch_images)
-            names.extend(i.name for i in batch_items)
-            hashes.extend(i.sha256 for i in batch_items)
-            clip_rows.append(clip_image_embeds)
-            for rows, target_embeds in zip(target_rows, target_draws):
-                rows.append(target_embeds)
-            progress.update(len(batch_images))
-        batch_items.clear()
-        batch_images.clear()
-
-    for item in items:
-        try:
-            image = read_image(item)
-        except InputError as error:  # never die on one bad file: skip it, count it, list it
-            skipped.append(str(error))
-            progress.update(1)
-            continue
-        batch_items.append(item)
-        batch_images.append(image)
-        if len(batch_images) == batch_size:
-            flush()
-    flush()
-    clip_dim = extractors.clip.config.clip_embed_dim
-    target_dim = extractors.teacher.target_dim
+def _shard_table(items: list[ImageItem], clip_rows: list[torch.Tensor], target_rows: list[list[torch.Tensor]],
+                 clip_dim: int, target_dim: int) -> pa.Table:
     clip_all = torch.cat(clip_rows) if clip_rows else torch.zeros(0, clip_dim)
     columns = {
-        "image": pa.array(names, pa.string()),
-        "sha256": pa.array(hashes, pa.string()),
+        "image": pa.array([item.name for item in items], pa.string()),
+        "sha256": pa.array([item.sha256 for item in items], pa.string()),
         "clip_image_embeds": _fixed_size_list(clip_all),
     }
     for draw, rows in enumerate(target_rows):  # draw e is epoch e's target under the dropout quirk
         columns[target_column(draw)] = _fixed_size_list(torch.cat(rows) if rows else torch.zeros(0, target_dim))
-    table = pa.table(columns)
-    return table, skipped
+    return pa.table(columns)
+
+
+def _computed_shards(shards: dict[int, list[ImageItem]], extractors: FeatureExtractors, batch_size: int,
+                     num_workers: int | None, progress):
+    """Yield (shard index, table, skipped reasons) for each of `shards`, in order. One pipeline over all of them, so
+    the workers decode the next shard while the models finish this one; a batch never spans two shards."""
+    items, batches, batch_shard = [], [], []
+    for index, shard in shards.items():
+        first = len(items)
+        items += shard
+        for start in range(first, len(items), batch_size):
+            batches.append(list(range(start, min(start + batch_size, len(items)))))
+            batch_shard.append(index)
+    pipeline = InputPipeline(items, extractors.inputs, batches=batches, num_workers=num_workers, name=_item_name,
+                             pin_memory=extractors.device.type == "cuda")
+    clip_dim, target_dim = extractors.clip.config.clip_embed_dim, extractors.teacher.target_dim
+    draws = extractors.settings.target_draws
+    for number, batch in enumerate(pipeline):
+        index = batch_shard[number]
+        if number == 0 or batch_shard[number - 1] != index:  # a shard begins
+            torch.manual_seed(extractors.settings.seed + index)  # the dropout quirk's masks depend on the shard only
+            good, clip_rows, target_rows, skipped = [], [], [[] for _ in range(draws)], []
+        skipped += [prepared.error for prepared in batch.errors]  # never die on one bad file: skip, count, list it
+        if batch.tensors:
+            clip_image_embeds, target_draws = extractors(batch.tensors)
+            good += [items[prepared.index] for prepared in batch.good]
+            clip_rows.append(clip_image_embeds)
+            for rows, target_embeds in zip(target_rows, target_draws):
+                rows.append(target_embeds)
+        progress.update(len(batch.items))
+        if number + 1 == len(batches) or batch_shard[number + 1] != index:  # the shard is complete
+            yield index, _shard_table(good, clip_rows, target_rows, clip_dim, target_dim), skipped
 
 
 def build_feature_cache(
@@ -248,9 +303,11 @@ def build_feature_cache(
     batch_size: int = 64,
     state: PartialState | None = None,
     show_progress: bool = True,
+    num_workers: int | None = None,
 ) -> tuple[Dataset, list[str]]:
     """Compute the missing shards (this rank's share), wait for all ranks, and return every shard concatenated in
-    index order, plus the one-line reasons of the images that were skipped as unreadable."""
+    index order, plus the one-line reasons of the images that were skipped as unreadable. `num_workers` pipeline
+    worker processes decode and preprocess (default: `inputs_expclip.default_num_workers()`; 0: this process)."""
     state = state or PartialState()
     root = Path(cache_dir) / settings.fingerprint()
     root.mkdir(parents=True, exist_ok=True)
@@ -268,12 +325,18 @@ def build_feature_cache(
             unit="img",
             disable=not show_progress,
         )
-        for written, i in enumerate(mine, start=1):
-            table, skipped = _compute_shard(shards[i], extractors, i, batch_size, progress)
-            _write_shard(table, skipped, folders[i], fingerprint=folders[i].name)
-            if pause_after and written >= pause_after:
-                print(f"paused after {written} shard(s)", flush=True)
-                signal.pause()  # the test kills us here
+        threads = torch.get_num_threads()
+        if extractors.device.type == "cpu":
+            torch.set_num_threads(1)  # sums in a fixed order whatever the process count (see the module's docstring)
+        try:
+            computed = _computed_shards({i: shards[i] for i in mine}, extractors, batch_size, num_workers, progress)
+            for written, (i, table, skipped) in enumerate(computed, start=1):
+                _write_shard(table, skipped, folders[i], fingerprint=folders[i].name)
+                if pause_after and written >= pause_after:
+                    print(f"paused after {written} shard(s)", flush=True)
+                    signal.pause()  # the test kills us here
+        finally:
+            torch.set_num_threads(threads)
         progress.close()
     state.wait_for_everyone()
     # A shard whose every image was unreadable holds no rows (and no data file load_from_disk could read).

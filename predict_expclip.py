@@ -11,13 +11,10 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import threading
 import time
 import traceback
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +27,10 @@ from inputs_expclip import (
     IMAGE_EXTENSIONS,
     MIXED_PRECISION,
     VIDEO_EXTENSIONS,
+    ImagePreprocessing,
     InputError,
+    InputPipeline,
+    default_num_workers,
     is_url,
     load_image,
     one_line,
@@ -111,6 +111,88 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
     return items
 
 
+# ----- reading: decode, find faces, cut and preprocess, in the input pipeline's worker processes ------------------
+
+STAGES = ("decode", "detection", "preprocess", "model")  # the predictor's timers, in seconds summed over processes
+
+
+def _item_name(item: Item) -> str:
+    return item.name
+
+
+class ItemReader:
+    """What a worker process does with one item (the input pipeline's `prepare`): decode it, find its faces (each
+    worker process its own detector, no lock), cut them, and run the model's image processor; a video: sample its
+    `num_segments` frames (SPEC §5) plus its timeline frames, the largest face of each with `faces`. Returns tensors
+    with the seconds spent per stage; raises on a bad item (an `InputError` names it)."""
+
+    def __init__(self, preprocess: ImagePreprocessing, detector=None, faces: bool = False, face_margin: float = 0.2,
+                 keep_image: bool = False, num_segments: int = 16, short_clip: str = "even", timeline: bool = False):
+        self.preprocess, self.detector, self.faces, self.face_margin = preprocess, detector, faces, face_margin
+        self.keep_image, self.num_segments, self.short_clip = keep_image, num_segments, short_clip
+        self.timeline = timeline
+
+    def __call__(self, item: Item) -> dict:
+        if item.kind == "error":  # found when collecting the items
+            raise InputError(item.error)
+        timings = dict.fromkeys(STAGES, 0.0)
+        return self.read_video(item, timings) if item.kind == "video" else self.read_image(item, timings)
+
+    @staticmethod
+    def _timed(timings: dict, stage: str, start: float) -> None:
+        timings[stage] += time.perf_counter() - start
+
+    def _pixel_values(self, images: list[Image.Image], timings: dict):
+        start = time.perf_counter()
+        pixel_values = self.preprocess(images)
+        self._timed(timings, "preprocess", start)
+        return pixel_values
+
+    def _detect(self, image: Image.Image, timings: dict) -> list:
+        start = time.perf_counter()
+        boxes = self.detector.detect(np.asarray(image))
+        self._timed(timings, "detection", start)
+        return boxes
+
+    def read_image(self, item: Item, timings: dict) -> dict:
+        """Decoded photos travel back only to be annotated: two batches of 12-megapixel photos would be 2 GB."""
+        start = time.perf_counter()
+        try:
+            image = load_image(item.source)
+        finally:
+            self._timed(timings, "decode", start)
+        boxes = self._detect(image, timings) if self.faces else [None]
+        read = {"boxes": boxes, "image": image if self.keep_image else None, "timings": timings}
+        if boxes:  # a photo without a face is a result, not an error: no pixels, no rows
+            crops = [image if box is None else crop_face(image, box, self.face_margin) for box in boxes]
+            read["pixel_values"] = self._pixel_values(crops, timings)
+        return read
+
+    def read_video(self, item: Item, timings: dict) -> dict:
+        from modeling_expclip import sample_segment_indices
+        from video_expclip import Clip
+
+        start = time.perf_counter()
+        clip = Clip(item.source)
+        indices = sample_segment_indices(clip.num_frames, self.num_segments, self.short_clip)
+        timeline_indices, times = clip.timeline_indices() if self.timeline else ([], None)
+        frames = clip.frames(indices + timeline_indices)
+        self._timed(timings, "decode", start)
+        read = {"frames": clip.num_frames, "fps": clip.fps, "frame_indices": indices,
+                "timeline_indices": timeline_indices, "times": times, "timings": timings}
+        if self.faces:  # the largest face of each frame; the whole frame where none is found
+            found = {}
+            for index, frame in frames.items():
+                boxes = self._detect(frame, timings)
+                found[index] = bool(boxes)
+                frames[index] = crop_face(frame, boxes[0], self.face_margin) if boxes else frame
+            read["frames_with_face"] = sum(found[i] for i in indices)  # of the sampled frames
+        read["pixel_values"] = self._pixel_values([frames[i] for i in indices], timings)
+        if timeline_indices:
+            read["timeline_pixel_values"] = self._pixel_values([frames[i] for i in timeline_indices], timings)
+        return read
+
+
 # ----- the predictor ---------------------------------------------------------------------------------------------------
 
 
@@ -121,19 +203,23 @@ class ExpCLIPPredictor:
         predictor(["photo.jpg", "clip.mp4"], faces=True)  # -> list of plain dicts
 
     Everything goes through the model's batched zero-shot API: the label prompts are encoded once
-    (`model.text_classifier`), images and clips are scored `batch_size` at a time (`model.classify`). Images are
-    read (decoded, faces found and cut, preprocessed) by `workers` threads, one batch ahead of the model.
+    (`model.text_classifier`), images and clips are scored `batch_size` at a time (`model.classify`). Items are
+    read (decoded, faces found and cut, preprocessed by the folder's own image processor) by `workers` processes
+    of the input pipeline (`inputs_expclip.InputPipeline`), batches ahead of the model; `workers=0` reads in this
+    process, with identical records. `normalize_on_device` sends uint8 pixels and rescales/normalises them on the
+    model's device (equal to the processor's within float rounding).
     """
 
     def __init__(self, model, processor, labels=None, prompts=None, detector=None, batch_size: int = 32,
                  use_projection: bool = True, short_clip: str = "even", face_margin: float = 0.2,
-                 workers: int | None = None, prompt_overrides: dict | None = None):
+                 workers: int | None = None, normalize_on_device: bool = False,
+                 prompt_overrides: dict | None = None):
         check_label_set(labels, prompts)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
-        workers = default_workers() if workers is None else workers
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        workers = default_num_workers() if workers is None else workers
+        if workers < 0:
+            raise ValueError(f"workers must be at least 0, got {workers}")
         self.model, self.processor = model.eval(), processor
         # per-class prompts: the model's own prompt_overrides, then `prompt_overrides` (e.g. --prompt-file) over them
         overrides = {**(model.config.prompt_overrides or {}), **(prompt_overrides or {})}
@@ -144,9 +230,8 @@ class ExpCLIPPredictor:
         self.short_clip, self.face_margin = short_clip, face_margin
         self.num_segments = int(getattr(model.config, "num_segments", 16))
         self.workers = workers
-        self.timings = {"decode": 0.0, "detection": 0.0, "preprocess": 0.0, "model": 0.0}  # seconds, summed over
-        self._timings_lock = threading.Lock()  # threads
-        self._detector_lock = threading.Lock()  # OpenCV's detectors are not thread-safe
+        self.preprocess = ImagePreprocessing(processor.image_processor, normalize_on_device=normalize_on_device)
+        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds, summed over the reading processes
         self._timeline_stems = set()
 
     @classmethod
@@ -178,44 +263,15 @@ class ExpCLIPPredictor:
 
     def pixel_values(self, images: list[Image.Image]):
         """RGB PIL images -> the model's (n, 3, H, W) input through the folder's own image processor."""
-        # channels_last stated outright: a 1x1 or 3x3 image is otherwise taken as channels-first.
-        return self.processor.image_processor(
-            images=[np.asarray(image) for image in images], return_tensors="pt", input_data_format="channels_last"
-        )["pixel_values"]
-
-    def _timed(self, stage: str, start: float) -> None:
-        with self._timings_lock:
-            self.timings[stage] += time.perf_counter() - start
-
-    def _preprocess(self, images: list[Image.Image]):
-        start = time.perf_counter()
-        pixel_values = self.pixel_values(images)
-        self._timed("preprocess", start)
-        return pixel_values
+        return ImagePreprocessing(self.processor.image_processor)(images)
 
     def _probabilities(self, pixel_values) -> np.ndarray:
         start = time.perf_counter()
+        pixel_values = self.preprocess.to_device(pixel_values, self.model.projection.weight.device)
         logits = self.model.classify(pixel_values, self.classifier, self.use_projection, self.batch_size)
         probs = logits.float().softmax(-1).cpu().numpy()
-        self._timed("model", start)
+        self.timings["model"] += time.perf_counter() - start
         return probs
-
-    def classify_images(self, images: list[Image.Image]) -> np.ndarray:
-        """(n, num_classes) probabilities for RGB images (whole images or face crops)."""
-        if not images:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        return self._probabilities(self._preprocess(images))
-
-    def classify_clip(self, frames: list[Image.Image]) -> np.ndarray:
-        """(num_classes,) probabilities of one clip from its sampled frames (`get_video_features`: frame average)."""
-        return self._probabilities(self._preprocess(frames).unsqueeze(0))[0]
-
-    def detect_faces(self, image: Image.Image):
-        with self._detector_lock:  # one detection at a time; OpenCV spreads each one over the cores itself
-            start = time.perf_counter()
-            boxes = self.detector.detect(np.asarray(image))
-        self._timed("detection", start)
-        return boxes
 
     def _record(self, item: Item, kind: str, probs: np.ndarray, **extra) -> dict:
         if not np.isfinite(probs).all():  # never a confident label (or NaN in JSON) from a broken model
@@ -224,84 +280,33 @@ class ExpCLIPPredictor:
         return {"source": item.name, "kind": kind, "label": self.class_names[int(np.argmax(probs))],
                 "scores": scores, **extra}
 
-    # ----- images ---------------------------------------------------------------------------------------------------
+    def _image_records(self, item: Item, read: dict, probs: np.ndarray) -> list[dict]:
+        if not read["boxes"]:  # a result, not an error: the photo was read, it just shows no face
+            return [{"source": item.name, "kind": "image", "label": None, "scores": {}, "faces": 0,
+                     "note": "no face found"}]
+        return [self._record(item, "image", row) if box is None else
+                self._record(item, "face", row, face=index + 1, box=box.as_list())
+                for index, (box, row) in enumerate(zip(read["boxes"], probs))]
 
-    def _read_image(self, item: Item, faces: bool, keep_image: bool = True):
-        """Decode one image, find its faces (all of it without `faces`), cut and preprocess them: the work of a
-        reader thread. Returns (the image, or None unless `keep_image`, boxes, pixel values or None); raises on a
-        bad input."""
-        start = time.perf_counter()
-        try:
-            image = load_image(item.source)
-        finally:
-            self._timed("decode", start)
-        boxes = self.detect_faces(image) if faces else [None]
-        crops = [image if box is None else crop_face(image, box, self.face_margin) for box in boxes]
-        return image if keep_image else None, boxes, (self._preprocess(crops) if crops else None)
+    def _video_record(self, item: Item, read: dict, pixel_values, timeline_pixel_values, timeline_dir) -> dict:
+        """The clip-level prediction from its sampled frames (`get_video_features`: frame average), plus the
+        timeline if asked for."""
+        from video_expclip import write_timeline
 
-    def _predict_images(self, items: list[Item], reads: list) -> list[tuple[Item, Image.Image | None, list[dict]]]:
-        """One batch of image items and their reads -> (item, the image if kept, its records): one model call."""
-        import torch
-
-        loaded, pixel_values, owners = [], [], []
-        for item, read in zip(items, reads):
-            if isinstance(read, dict):  # the error record
-                loaded.append((item, None, [read]))
-                continue
-            image, boxes, pixels = read
-            if not boxes:  # a result, not an error: the photo was read, it just shows no face
-                loaded.append((item, image, [{"source": item.name, "kind": "image", "label": None, "scores": {},
-                                              "faces": 0, "note": "no face found"}]))
-                continue
-            loaded.append((item, image, [None] * len(boxes)))
-            pixel_values.append(pixels)
-            owners.extend((len(loaded) - 1, index, box) for index, box in enumerate(boxes))
-        probs = self._probabilities(torch.cat(pixel_values)) if pixel_values else []
-        for (slot, index, box), row in zip(owners, probs):
-            item = loaded[slot][0]
-            if box is None:
-                loaded[slot][2][index] = self._record(item, "image", row)
-            else:
-                loaded[slot][2][index] = self._record(item, "face", row, face=index + 1, box=box.as_list())
-        return loaded
-
-    # ----- videos ---------------------------------------------------------------------------------------------------
-
-    def _predict_video(self, item: Item, faces: bool, timeline_dir: Path | None) -> dict:
-        """A clip-level prediction from `num_segments` sampled frames (SPEC §5), plus the timeline if asked for."""
-        from modeling_expclip import sample_segment_indices
-        from video_expclip import Clip, write_timeline
-
-        start = time.perf_counter()
-        clip = Clip(item.source)
-        indices = sample_segment_indices(clip.num_frames, self.num_segments, self.short_clip)
-        timeline_indices, times = clip.timeline_indices() if timeline_dir is not None else ([], None)
-        frames = clip.frames(indices + timeline_indices)
-        self.timings["decode"] += time.perf_counter() - start
-        faces_found = None
-        if faces:  # the largest face of each frame; the whole frame where none is found
-            frames, faces_found = self._largest_faces(frames)
-        record = self._record(item, "video", self.classify_clip([frames[i] for i in indices]),
-                              frames=clip.num_frames, fps=clip.fps, frame_indices=indices)
-        if faces_found is not None:
-            record["frames_with_face"] = sum(faces_found[i] for i in indices)  # of the sampled frames
+        record = self._record(item, "video", self._probabilities(pixel_values.unsqueeze(0))[0],
+                              frames=read["frames"], fps=read["fps"], frame_indices=read["frame_indices"])
+        if "frames_with_face" in read:
+            record["frames_with_face"] = read["frames_with_face"]
         if timeline_dir is not None:
-            probs = self.classify_images([frames[i] for i in timeline_indices])
+            probs = self._probabilities(timeline_pixel_values)
             name = Path(item.name).stem if Path(item.name).suffix else Path(item.name).name
             stem, counter = Path(timeline_dir) / name, 1
             while stem in self._timeline_stems:  # two clips with one name in different folders
                 stem, counter = Path(timeline_dir) / f"{name}-{counter}", counter + 1
             self._timeline_stems.add(stem)
-            record["timeline"] = write_timeline(stem, self.class_names, timeline_indices, times, probs, item.name)
+            record["timeline"] = write_timeline(stem, self.class_names, read["timeline_indices"], read["times"],
+                                                probs, item.name)
         return record
-
-    def _largest_faces(self, frames: dict) -> tuple[dict, dict]:
-        cropped, found = {}, {}
-        for index, frame in frames.items():
-            boxes = self.detect_faces(frame)
-            found[index] = bool(boxes)
-            cropped[index] = crop_face(frame, boxes[0], self.face_margin) if boxes else frame
-        return cropped, found
 
     # ----- everything -----------------------------------------------------------------------------------------------
 
@@ -309,46 +314,54 @@ class ExpCLIPPredictor:
                 debug: bool = False):
         """Yield (item, records) in input order; a bad item gives one record with "error" and the rest goes on.
 
-        Consecutive images are classified `batch_size` at a time, read by the worker threads while the model
-        scores the batch before; a video is one unit."""
+        Consecutive images are classified `batch_size` at a time (one model call), read by the pipeline's worker
+        processes while the model scores the batches before; a video is one batch."""
         if faces and self.detector is None:
             raise ValueError("faces=True needs a face detector (from_pretrained(..., detector='haar'))")
         annotated, self._timeline_stems = set(), set()
         batches, position = [], 0
         while position < len(items):
-            batch = [items[position]]
-            while (batch[0].kind == "image" and len(batch) < self.batch_size and position + len(batch) < len(items)
-                   and items[position + len(batch)].kind == "image"):
-                batch.append(items[position + len(batch)])
+            batch = [position]
+            while (items[batch[0]].kind == "image" and len(batch) < self.batch_size
+                   and position + len(batch) < len(items) and items[position + len(batch)].kind == "image"):
+                batch.append(position + len(batch))
             batches.append(batch)
             position += len(batch)
-        keep = annotate_dir is not None
-        readers = ThreadPoolExecutor(self.workers, thread_name_prefix="expclip-read")
+        reader = ItemReader(self.preprocess, self.detector if faces else None, faces, self.face_margin,
+                            keep_image=annotate_dir is not None, num_segments=self.num_segments,
+                            short_clip=self.short_clip, timeline=timeline_dir is not None)
+        pipeline = InputPipeline(items, reader, batches=batches, num_workers=self.workers, name=_item_name,
+                                 pin_memory=self.model.projection.weight.device.type == "cuda")
+        reads = iter(pipeline)
+        try:  # closed also on Ctrl-C or when the caller stops early: the worker processes stop
+            for batch in reads:
+                yield from self._finish(items, batch, timeline_dir, annotate_dir, annotated, progress, debug)
+        finally:
+            reads.close()
 
-        def read(batch):  # futures of each image's read, or None for a video or an error item
-            if batch[0].kind != "image":
-                return None
-            # Decoded photos are kept only to be annotated: two batches of 12-megapixel photos would be 2 GB.
-            return [readers.submit(self._guarded, item, debug, self._read_image, item, faces, keep) for item in batch]
-
-        try:
-            ahead = read(batches[0]) if batches else None
-            for number, batch in enumerate(batches):
-                reads, ahead = ahead, (read(batches[number + 1]) if number + 1 < len(batches) else None)
-                yield from self._finish(batch, reads, faces, timeline_dir, annotate_dir, annotated, progress, debug)
-        finally:  # also on Ctrl-C or when the caller stops early: reads not yet started are dropped
-            readers.shutdown(cancel_futures=True)
-
-    def _finish(self, batch, reads, faces, timeline_dir, annotate_dir, annotated, progress, debug):
-        """Classify one batch (images: their reads' results; a video; an error item) and yield (item, records)."""
-        item = batch[0]
-        if item.kind == "image":
-            results = self._predict_images(batch, [future.result() for future in reads])
-        elif item.kind == "video":
-            results = [(item, None, [self._guarded(item, debug, self._predict_video, item, faces, timeline_dir)])]
-        else:
-            results = [(item, None, [{"source": item.name, "kind": "error", "error": item.error}])]
-        for item, image, records in results:
+    def _finish(self, items, batch, timeline_dir, annotate_dir, annotated, progress, debug):
+        """Classify one batch of reads (images: one model call; a video; an error item) and yield (item, records)."""
+        for prepared in batch.good:
+            for stage, seconds in prepared.value["timings"].items():
+                self.timings[stage] += seconds
+        first = items[batch.items[0].index]
+        probs = None
+        if first.kind == "image" and "pixel_values" in batch.tensors:
+            probs = self._probabilities(batch.tensors["pixel_values"])
+        for prepared in batch.items:
+            item, read = items[prepared.index], prepared.value
+            if prepared.error is not None:
+                if debug and item.kind != "error":
+                    print(prepared.traceback, end="", file=sys.stderr)
+                records = [{"source": item.name, "kind": item.kind, "error": prepared.error}]
+            elif item.kind == "video":
+                records = [self._guarded(item, debug, self._video_record, item, read,
+                                         batch.tensors["pixel_values"][prepared.spans["pixel_values"]],
+                                         batch.tensors.get("timeline_pixel_values"), timeline_dir)]
+            else:
+                rows = probs[prepared.spans["pixel_values"]] if "pixel_values" in prepared.spans else []
+                records = self._image_records(item, read, rows)
+            image = read.get("image") if read else None
             if annotate_dir is not None and image is not None:
                 try:  # a file that cannot be written is this item's problem, not the run's
                     path = annotate(image, records, Path(annotate_dir), item.name, annotated)
@@ -382,12 +395,6 @@ class ExpCLIPPredictor:
         if single and not faces and len(records) == 1:
             return records[0]
         return records
-
-
-def default_workers() -> int:
-    """Reader threads by default: one per CPU core this process may use, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 def resolve_device(device: str) -> str:
@@ -539,9 +546,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "to --output, else in the current folder)")
     parser.add_argument("--annotate", default=None, metavar="DIR", help="write each image with boxes and labels here")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per model call (default 32)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="threads that decode images and find faces while the model runs (default: one per CPU "
-                             "core, at most 8)")
+    parser.add_argument("--workers", "--num-workers", dest="workers", type=int, default=None, metavar="N",
+                        help="processes that decode, find faces and preprocess while the model runs (default: one per "
+                             "CPU core less one, at most 16; 0: all in this process)")
+    parser.add_argument("--normalize-on-device", action="store_true",
+                        help="workers send uint8 pixels; rescale and normalise them on the model's device (faster "
+                             "feeding of a GPU; equal to the image processor's within float rounding)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="model precision: float32 (default; the original on CPU), bfloat16/float16 (several "
@@ -563,8 +573,8 @@ def run(args: argparse.Namespace) -> int:
     # Options first, cheapest first: a bad one is refused before any model is loaded or any file read.
     if args.batch_size < 1:
         return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
-    if args.workers is not None and args.workers < 1:
-        return _fail(f"--workers must be at least 1, got {args.workers}", 2)
+    if args.workers is not None and args.workers < 0:
+        return _fail(f"--workers must be at least 0, got {args.workers}", 2)
     timeline_dir = None
     if args.timeline:
         timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
@@ -611,7 +621,8 @@ def run(args: argparse.Namespace) -> int:
             read_prompt_file(args.prompt_file, ExpCLIPConfig.from_pretrained(folder).class_names)
         predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
                                                      dtype=args.dtype, batch_size=args.batch_size,
-                                                     workers=args.workers, prompt_overrides=prompt_file)
+                                                     workers=args.workers, prompt_overrides=prompt_file,
+                                                     normalize_on_device=args.normalize_on_device)
         predictor.detector = detector
     except ModelFetchError as error:
         return _fail(str(error), 1)

@@ -14,7 +14,9 @@ import json
 import logging
 import math
 import os
+import pickle
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +48,17 @@ from features_expclip import (
     input_side,
     pixel_values,
     read_image,
+    resolve_dtype,
     target_column,
 )
-from inputs_expclip import InputError, first_line, original_image_processor_settings, pin_pil_image_processor
+from inputs_expclip import (
+    DTYPES,
+    InputError,
+    first_line,
+    one_line,
+    original_image_processor_settings,
+    pin_pil_image_processor,
+)
 from modeling_expclip import ExpCLIPModel, contrastive_loss
 from outputs_expclip import MARKER, OutputError, check_output_folder, clear_output, mark_output
 from teacher_expclip import DEFAULT_TEACHER
@@ -83,6 +93,11 @@ class ModelArguments:
         metadata={"help": "Every quirk of the original's training run: --original_preprocessing and --teacher_dropout "
                   "(the optimiser, batch, epochs and seed defaults are already the paper's)."},
     )
+    clip_dtype: str = field(
+        default="auto",
+        metadata={"help": "Precision of CLIP when extracting the cached features: auto (bfloat16 on GPU, float32 on "
+                  "CPU) or float32 / bfloat16 / float16. Part of the cache key.", "choices": ("auto",) + DTYPES},
+    )
     lora_r: int = field(
         default=0, metadata={"help": "If > 0, also adapt CLIP's vision tower with LoRA of this rank (on pixels, not caches)."}
     )
@@ -106,6 +121,16 @@ class DataArguments:
     )
     shard_size: int = field(default=4096, metadata={"help": "Images per cache shard (the unit of resumption)."})
     extraction_batch_size: int = field(default=64, metadata={"help": "Images per forward pass when extracting."})
+    extraction_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Worker processes decoding and preprocessing images while the models run (default: one per "
+                  "core less one; 0: in the main process). The cache is the same for any number."},
+    )
+    cache_in_memory: bool = field(
+        default=True,
+        metadata={"help": "Hold the cached vectors as tensors and index whole batches (fast). Off: read Arrow rows "
+                  "per step from the memory-mapped cache (for caches larger than memory)."},
+    )
     eval_results: str | None = field(
         default=None,
         metadata={"help": "`expclip evaluate` output (a results.json or its folder): the model card's results."},
@@ -169,9 +194,47 @@ def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: flo
     return contrastive_loss(image_embeds, target_embeds, scale)
 
 
+class CachedPairs(torch.utils.data.Dataset):
+    """The feature cache as tensors, (CLIP image embedding, teacher target) per row. The Trainer's sampler picks the
+    rows and `__getitems__` returns the whole batch by one index per tensor: no per-row Arrow reads. Under the dropout
+    quirk (SPEC §3) the cache holds one target per image per epoch, and epoch e trains on draw e (`set_epoch`)."""
+
+    def __init__(self, cache: datasets.Dataset, num_draws: int = 1):
+        names = ["clip_image_embeds"] + [target_column(epoch) for epoch in range(num_draws)]
+        table = cache.select_columns(names).with_format("arrow")[:]
+
+        def rows(name):  # FixedSizeList<float32> -> (rows, width) tensor, copied into memory from the mapped file
+            column = table.column(name).combine_chunks()
+            return torch.from_numpy(column.flatten().to_numpy().reshape(len(column), -1).copy())
+
+        self.clip_image_embeds = rows("clip_image_embeds")
+        self.targets = [rows(name) for name in names[1:]]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.clip_image_embeds)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices):  # torch's DataLoader fetches a batch with this when the dataset has it
+        indices = torch.as_tensor(indices)
+        target_embeds = self.targets[self.epoch % len(self.targets)]
+        return {"clip_image_embeds": self.clip_image_embeds[indices], "labels": target_embeds[indices]}
+
+
+def whole_batch(batch: dict) -> dict:
+    """`CachedPairs.__getitems__` already returns the batch: nothing to collate."""
+    return batch
+
+
 class EpochTargetDataset(torch.utils.data.Dataset):
-    """Quirk (SPEC §3): the cache holds one teacher target per image per epoch; epoch e trains on draw e. The Trainer
-    calls `set_epoch` at the start of every epoch (draws are reused in turn if a run has more epochs than draws)."""
+    """Quirk (SPEC §3), read row by row from the Arrow cache: one teacher target per image per epoch; epoch e trains on
+    draw e. The Trainer calls `set_epoch` at the start of every epoch (draws are reused in turn if a run has more
+    epochs than draws)."""
 
     def __init__(self, cache: datasets.Dataset, num_draws: int, inputs: str = "clip_image_embeds"):
         self.targets = [target_column(epoch) for epoch in range(num_draws)]
@@ -348,14 +411,18 @@ def main(argv: list[str] | None = None) -> int:
         shard_size=data_args.shard_size,
         # quirk (SPEC §3): fresh dropout masks every epoch, so one target per image per epoch
         target_draws=math.ceil(training_args.num_train_epochs) if model_args.teacher_dropout else 1,
+        clip_dtype=resolve_dtype(model_args.clip_dtype, state.device),
+        teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (SPEC §3: T5 in bf16)
     )
+    extraction_start = time.perf_counter()
     cache, skipped = build_feature_cache(
         items, settings, data_args.feature_cache_dir, data_args.extraction_batch_size, state,
-        show_progress=not training_args.disable_tqdm,
+        show_progress=not training_args.disable_tqdm, num_workers=data_args.extraction_num_workers,
     )
     if skipped:
         logger.warning("skipped %d unreadable image(s):\n%s", len(skipped), "\n".join(f"  {r}" for r in skipped))
-    logger.info("feature cache: %d images, %s", len(cache), Path(data_args.feature_cache_dir) / settings.fingerprint())
+    logger.info("feature cache: %d images, %s (%.1f s)", len(cache), Path(data_args.feature_cache_dir) /
+                settings.fingerprint(), time.perf_counter() - extraction_start)
     if len(cache) < training_args.global_batch_size:
         logger.error("only %d readable images, fewer than one batch of %d", len(cache), training_args.global_batch_size)
         return 1
@@ -386,9 +453,11 @@ def main(argv: list[str] | None = None) -> int:
             cache, {item.name: item for item in items}, processor.image_processor, model_args.original_preprocessing,
             settings.target_draws,
         )
-    elif settings.target_draws > 1:  # dropout quirk: epoch e's target is draw e
+    elif data_args.cache_in_memory:  # the head reads cached vectors, whole batches from tensors
+        train_dataset = CachedPairs(cache, settings.target_draws)
+    elif settings.target_draws > 1:  # dropout quirk, row by row from the Arrow cache: epoch e's target is draw e
         train_dataset = EpochTargetDataset(cache, settings.target_draws)
-    else:  # the head reads cached vectors; the target is the Trainer's "labels"
+    else:  # the same vectors, row by row from the Arrow cache; the target is the Trainer's "labels"
         train_dataset = cache.select_columns(["clip_image_embeds", "target_embeds"]).rename_column(
             "target_embeds", "labels"
         ).with_format("torch")
@@ -400,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         args=training_args,
         train_dataset=train_dataset,
         compute_loss_func=functools.partial(global_contrastive_loss, scale=model.config.loss_scale),
-        callbacks=[EpochTargetCallback(train_dataset)] if isinstance(train_dataset, EpochTargetDataset) else None,
+        data_collator=whole_batch if isinstance(train_dataset, CachedPairs) else None,
+        callbacks=[EpochTargetCallback(train_dataset)] if settings.target_draws > 1 else None,
     )
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
@@ -457,3 +527,7 @@ if __name__ == "__main__":
     except (InputError, OutputError, OSError) as error:  # bad data, output or checkpoint: one line, no traceback
         print(f"train_expclip: error: {first_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except pickle.PicklingError as error:  # `datasets` hashes objects with dill to fingerprint them; it can fail
+        print(f"train_expclip: error: datasets could not hash an object to fingerprint it ({one_line(error)})",
+              file=sys.stderr)
+        sys.exit(1)

@@ -4,10 +4,10 @@
     python benchmarks/bench_faces.py --model DIR     # any Exp-CLIP folder
 
 The photos are scikit-image's sample scenes with 0-3 upscaled LFW faces pasted in (real faces, offline). The run goes
-through `ExpCLIPPredictor` exactly as the command does, once with one reader thread and once with `--workers` (default:
-one per core, at most 8); its timers split the time into decoding, face detection, preprocessing (the image processor)
-and the model (`model.classify`). Reader threads overlap the first three with the model, so stage seconds are summed
-over threads and can add up to more than the wall-clock total.
+through `ExpCLIPPredictor` exactly as the command does: reading in this process (0 workers), with one worker process and
+with `--workers` (default: the default worker count, at least 2); its timers split the time into decoding, face
+detection, preprocessing (the image processor) and the model (`model.classify`). Worker processes overlap the first
+three with the model, so stage seconds are summed over processes and can add up to more than the wall-clock total.
 
     python benchmarks/bench_faces.py [--images 100] [--workers N] [--no-faces]
 
@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--workers", type=int, default=None, help="reader threads of the second run (default: "
-                                                                  "one per core, at most 8)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes of the third run "
+                                                                  "(default: the default count, at least 2)")
     parser.add_argument("--no-faces", action="store_true", help="whole images, no face detection")
     parser.add_argument("--yunet-model", default=os.environ.get("EXPCLIP_YUNET_MODEL") or str(SHARED_YUNET),
                         help="YuNet ONNX file (default: EXPCLIP_YUNET_MODEL, else ../shared/models/)")
@@ -74,7 +74,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from predict_expclip import ExpCLIPPredictor, collect_items, default_workers
+    from inputs_expclip import default_num_workers
+    from predict_expclip import ExpCLIPPredictor, collect_items
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -97,7 +98,7 @@ def main() -> None:
         faces = not args.no_faces
         items = collect_items([photos])
         runs = []
-        for workers in dict.fromkeys((1, args.workers or default_workers())):
+        for workers in dict.fromkeys((0, 1, args.workers or max(2, default_num_workers()))):
             predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size,
                                                          workers=workers)
             predictor([str(photos / "photo 000.jpg")], faces=faces)  # warm-up: text classifier, first calls
@@ -119,7 +120,7 @@ def main() -> None:
     print()
     stages = [("decode", "decode (PIL, EXIF, RGB)"), ("detection", "face detection (YuNet)"),
               ("preprocess", "image processor"), ("model", "model.classify")]
-    print(f"| {'ms/photo (summed over threads)':<30} | " + " | ".join(f"{w} reader(s)" for w, *_ in runs) + " |")
+    print(f"| {'ms/photo (summed over procs)':<30} | " + " | ".join(f"{w} worker(s)" for w, *_ in runs) + " |")
     print(f"| {'-' * 30} |" + "|".join("-" * 13 + ":" for _ in runs) + "|")
     for key, name in stages:
         print(f"| {name:<30} | " + " | ".join(f"{1000 * t[key] / len(items):12.2f}" for _, _, t, _ in runs) + " |")
@@ -127,7 +128,7 @@ def main() -> None:
           + " |")
     print()
     for workers, total, _, _ in runs:
-        print(f"{workers} reader thread(s): {len(items) / total:.1f} photos/s" + (f", {found / total:.1f} faces/s"
+        print(f"{workers} worker process(es): {len(items) / total:.1f} photos/s" + (f", {found / total:.1f} faces/s"
                                                                                  if faces else ""))
     if faces:
         print_detector_comparison(detector_rows, len(items))

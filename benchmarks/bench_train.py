@@ -5,9 +5,10 @@
 
 Rows:
 - head training: 5 epochs over 49,152 cached (CLIP 768-d, target 4096-d) pairs, global batch 512, through the same
-  path as `train_expclip.py` (Arrow cache on disk, HF Trainer, SGD, global InfoNCE). Target on CPU: <= 2 min.
+  path as `train_expclip.py` (Arrow cache on disk held as tensors, HF Trainer, SGD, global InfoNCE). Target on CPU:
+  <= 2 min.
 - teacher targets img/s and CLIP image features img/s: models of the real architectures with random weights, at
-  small size on CPU (real size: `gpu_train_bench.py`).
+  small size on CPU (real size, end to end: `gpu_bench.py`).
 - the recipe for 49,152 images: cached (teacher + CLIP once, then the head) vs the authors' way (teacher + CLIP
   recomputed every epoch), from the measured rates.
 """
@@ -108,7 +109,7 @@ def bench_head_training(num_pairs: int, clip_dim: int = 768, target_dim: int = 4
 
     from configuration_expclip import ExpCLIPConfig
     from modeling_expclip import ExpCLIPModel
-    from train_expclip import ExpCLIPTrainingArguments, global_contrastive_loss
+    from train_expclip import CachedPairs, ExpCLIPTrainingArguments, global_contrastive_loss, whole_batch
 
     rng = np.random.default_rng(0)
     targets = rng.standard_normal((num_pairs, target_dim), dtype=np.float32)
@@ -122,17 +123,18 @@ def bench_head_training(num_pairs: int, clip_dim: int = 768, target_dim: int = 4
     with tempfile.TemporaryDirectory() as tmp:
         table = pa.table({"clip_image_embeds": column(clip_embeds), "target_embeds": column(targets)})
         datasets.disable_progress_bars()
-        Dataset(InMemoryTable(table)).save_to_disk(f"{tmp}/cache")
+        # A fingerprint given: `datasets` would otherwise hash the whole table (slow, and it failed on one H100)
+        Dataset(InMemoryTable(table), fingerprint=f"bench-{num_pairs}").save_to_disk(f"{tmp}/cache")
         del table, targets, clip_embeds
         cache = load_from_disk(f"{tmp}/cache")  # memory-mapped Arrow, as train_expclip.py reads its cache
-        train_dataset = cache.rename_column("target_embeds", "labels").with_format("torch")
+        train_dataset = CachedPairs(cache)  # held as tensors, whole batches by index, as train_expclip.py
         torch.manual_seed(1)
         model = ExpCLIPModel(ExpCLIPConfig(clip_config=tiny_clip_config(projection_dim=clip_dim).to_dict(),
                                            projection_dim=target_dim))
         args = ExpCLIPTrainingArguments(output_dir=f"{tmp}/out", global_batch_size=batch, num_train_epochs=epochs,
                                         use_cpu=use_cpu, disable_tqdm=True,
                                         logging_steps=num_pairs // batch)  # once per epoch
-        trainer = Trainer(model=model, args=args, train_dataset=train_dataset,
+        trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=whole_batch,
                           compute_loss_func=functools.partial(global_contrastive_loss, scale=100.0))
         start = time.perf_counter()
         trainer.train()
@@ -168,7 +170,7 @@ def recipe_minutes(num_images: int, teacher_rate: float, clip_rate: float, head_
 
 
 def print_table(rows: list[tuple[str, str, str]]):
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for k, row in enumerate(rows):
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
         if k == 0:

@@ -17,7 +17,7 @@ reported, because the machine may be shared. The pipeline runs one image per cal
 `batch_size` (it then encodes the prompts once per batch), and with `batch_size` and `num_workers` DataLoader
 processes; one image per call is timed on `--single-images` images (a quarter of them for type5). Ours runs as the
 bare batched API (the image processor on each batch, then `model.classify`) and as `ExpCLIPPredictor`, which
-preprocesses each image in reader threads, one batch ahead of the model.
+preprocesses each image in the input pipeline's worker processes, batches ahead of the model.
 
     python benchmarks/bench_zero_shot.py [--images 32] [--ensemble-images 16] [--single-images 8] [--batch-size 32]
                                          [--dtype float32|bfloat16|float16] [--device cpu|cuda] [--threads N]
@@ -45,9 +45,9 @@ from transformers import (
 )
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
-from inputs_expclip import DTYPES
+from inputs_expclip import DTYPES, default_num_workers
 from modeling_expclip import ExpCLIPModel, build_class_prompts
-from predict_expclip import ExpCLIPPredictor, default_workers
+from predict_expclip import ExpCLIPPredictor
 
 
 def word_level_clip_tokenizer(texts) -> CLIPTokenizer:
@@ -134,8 +134,8 @@ def batched_probabilities(model, tokenizer, image_processor, images, prompt_set,
 
 
 def predictor_probabilities(model, processor, images, prompt_set, batch_size, workers=None):
-    """The same through `ExpCLIPPredictor` (what `expclip predict` runs): PIL images in, records out; reader threads
-    preprocess while the model runs."""
+    """The same through `ExpCLIPPredictor` (what `expclip predict` runs): PIL images in, records out; worker
+    processes preprocess while the model runs."""
     model._text_classifiers.clear()
     predictor = ExpCLIPPredictor(model, processor, prompts=prompt_set, batch_size=batch_size, workers=workers)
     records = predictor(list(images))
@@ -178,7 +178,7 @@ def main():
         tokenizer = classifier.tokenizer
         processor = AutoProcessor.from_pretrained(folder)
         image_processor = processor.image_processor
-        workers = default_workers()
+        workers = default_num_workers()
 
         for prompt_set, count in (("type3", args.images), ("type5", args.ensemble_images)):
             images = photos(count)
@@ -201,7 +201,7 @@ def main():
             difference = (expected - scores).abs().max().item()
             seconds, records = best_of(args.repeats, lambda ims: predictor_probabilities(
                 model, processor, ims, prompt_set, batch, workers), images)
-            timings.append((f"ExpCLIPPredictor, {workers} reader threads", count, seconds))
+            timings.append((f"ExpCLIPPredictor, {workers} worker processes", count, seconds))
             difference = max(difference, (expected - records).abs().max().item())
             single_rate, batched_rate = (n / s for _, n, s in timings[:2])
             for name, n, seconds in timings:

@@ -18,7 +18,16 @@ import sys
 from pathlib import Path
 
 from configuration_expclip import PROMPT_SETS
-from inputs_expclip import DTYPES, MIXED_PRECISION, InputError, first_line, load_image, read_prompt_file
+from inputs_expclip import (
+    DTYPES,
+    MIXED_PRECISION,
+    ImagePreprocessing,
+    InputError,
+    InputPipeline,
+    first_line,
+    load_image,
+    read_prompt_file,
+)
 from outputs_expclip import OutputError, check_output_folder, mark_output
 
 from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
@@ -37,14 +46,15 @@ class EvaluateError(Exception):
 
 
 class BenchmarkPixels:
-    """Map-style dataset over a prepared benchmark: index -> (index, pixel_values or None, reason or None).
+    """The input pipeline's `prepare` over a prepared benchmark: row index -> {"pixel_values": ...}; a bad row raises
+    `InputError` naming it (the pipeline carries the line, the run goes on).
 
-    Images: (3, H, W). Clips: (num_segments, 3, H, W), frames sorted by file name and picked by
-    `sample_segment_indices` from the clip's listed frame count."""
+    Images: (1, 3, H, W). Clips: (num_segments, 3, H, W), frames sorted by file name and picked by
+    `sample_segment_indices` from the clip's listed frame count. Pixels: the model's own image processor."""
 
     def __init__(self, dataset, image_processor, num_classes, video, num_segments=16, short_clip="even"):
         self.dataset = dataset
-        self.image_processor = image_processor
+        self.preprocess = ImagePreprocessing(image_processor) if image_processor is not None else None
         self.num_classes = num_classes
         self.video = video
         self.num_segments = num_segments
@@ -53,17 +63,16 @@ class BenchmarkPixels:
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
-
+    def __call__(self, index) -> dict:
         item = self.dataset[index]
-        try:
-            if not 0 <= item["label"] < self.num_classes:
-                raise InputError(f"{item['id']}: label {item['label']} is outside the {self.num_classes} classes")
-            images = self.load_clip(item) if self.video else [self.load_face(item)]
-            pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            return index, pixel_values if self.video else pixel_values[0], None
-        except InputError as error:
-            return index, None, first_line(error)
+        if not 0 <= item["label"] < self.num_classes:
+            raise InputError(f"{item['id']}: label {item['label']} is outside the {self.num_classes} classes")
+        images = self.load_clip(item) if self.video else [self.load_face(item)]
+        return {"pixel_values": self.preprocess(images)}
+
+    def name(self, index) -> str:
+        """What a one-line reason calls row `index` when an unexpected error (not an `InputError`) hits it."""
+        return str(self.dataset[index]["id"])
 
     def load_face(self, item):
         image = self.load(item["path"])
@@ -97,35 +106,31 @@ class BenchmarkPixels:
         return [decoded[path] for path in paths]
 
 
-def collate(batch):
-    return batch  # BenchmarkPixels items stay separate; bad ones are filtered before stacking
-
-
-def clip_embeddings(model, loader, video, description="CLIP features"):
-    """One pass over the data: CLIP joint-space embeddings (clips: mean over frames) and the excluded items."""
+def clip_embeddings(model, batches, video, description="CLIP features"):
+    """One pass over the input pipeline's batches (`InputBatch`es of `BenchmarkPixels`): CLIP joint-space
+    embeddings (clips: mean over frames) of the good rows, and the excluded rows with their reasons."""
     import torch
     from tqdm.auto import tqdm
 
     embeds, kept, excluded = {}, [], []
     device = model.projection.weight.device
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=description, unit="batch", file=sys.stderr):
-            good = [(index, pixels) for index, pixels, reason in batch if reason is None]
-            for index, _, reason in batch:
-                if reason is not None:
-                    excluded.append((index, reason))
-                    tqdm.write(f"excluded: {reason}", file=sys.stderr)
+        for batch in tqdm(batches, desc=description, unit="batch", file=sys.stderr):
+            for prepared in batch.errors:
+                excluded.append((prepared.index, prepared.error))
+                tqdm.write(f"excluded: {prepared.error}", file=sys.stderr)
+            good = batch.good
             if not good:
                 continue
-            pixels = torch.stack([p for _, p in good]).to(device=device, dtype=model.clip.dtype)
+            pixels = batch.tensors["pixel_values"].to(device=device, dtype=model.clip.dtype, non_blocking=True)
             if video:
-                batch_size, frames = pixels.shape[:2]
-                features = model.encode_clip_image(pixels.flatten(0, 1)).unflatten(0, (batch_size, frames)).mean(1)
+                frames = pixels.shape[0] // len(good)
+                features = model.encode_clip_image(pixels).unflatten(0, (len(good), frames)).mean(1)
             else:
                 features = model.encode_clip_image(pixels)
-            for (index, _), feature in zip(good, features.float().cpu()):
-                embeds[index] = feature
-                kept.append(index)
+            for prepared, feature in zip(good, features.float().cpu()):
+                embeds[prepared.index] = feature
+                kept.append(prepared.index)
     kept.sort()
     stacked = torch.stack([embeds[i] for i in kept]) if kept else torch.empty(0)
     return kept, stacked, excluded
@@ -316,6 +321,8 @@ def load_prepared(data: Path, benchmark):
 
 
 def evaluate_benchmark(args) -> dict:
+    if args.num_workers is not None and args.num_workers < 0:
+        raise EvaluateError(f"--num-workers must be at least 0, got {args.num_workers}")
     benchmark = get_benchmark(args.benchmark)
     # a bad prompt file is refused before any work (run() turns PromptFileError into exit 2)
     prompt_file = read_prompt_file(args.prompt_file, benchmark.class_names) if args.prompt_file else {}
@@ -354,9 +361,10 @@ def evaluate_benchmark(args) -> dict:
     num_segments = args.num_segments or model.config.num_segments
     pixels = BenchmarkPixels(dataset, processor.image_processor, benchmark.num_classes, benchmark.is_video,
                              num_segments, args.short_clip)
-    loader = torch.utils.data.DataLoader(pixels, batch_size=args.batch_size, num_workers=args.num_workers,
-                                         collate_fn=collate)
-    kept, clip_embeds, excluded = clip_embeddings(model, loader, benchmark.is_video, f"{benchmark.title} CLIP features")
+    batches = InputPipeline(range(len(dataset)), pixels, batch_size=args.batch_size, num_workers=args.num_workers,
+                            name=pixels.name, pin_memory=torch.device(device).type == "cuda")
+    kept, clip_embeds, excluded = clip_embeddings(model, batches, benchmark.is_video,
+                                                  f"{benchmark.title} CLIP features")
     if not kept:
         raise EvaluateError(f"{data}: every item was excluded ({len(excluded)}); nothing to score")
     clip_embeds = clip_embeds.to(device)
@@ -454,7 +462,9 @@ def add_arguments(parser):
                         "sixteen times (the original's quirk)")
     parser.add_argument("--num-segments", type=int, help="frames per clip (default: the model's config, 16)")
     parser.add_argument("--batch-size", type=int, default=32, help="images or clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding images")
+    parser.add_argument("--num-workers", "--workers", dest="num_workers", type=int, default=None,
+                        help="input pipeline processes decoding and preprocessing while CLIP runs (default: one per "
+                        "CPU core less one, at most 16; 0: all in this process)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="model precision: float32 (default; the original's tests on CPU), float16-mixed (the "

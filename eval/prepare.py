@@ -472,7 +472,15 @@ def prepare(benchmark_name: str, source, output, annotation=None, strict: bool =
             "box": datasets.Sequence(datasets.Value("int32")),
         }
     )
-    dataset = datasets.Dataset.from_list(prepared.items, features=features)
+    # Built with a fingerprint: `datasets` would otherwise hash the table with dill, which failed in one environment
+    import hashlib
+
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    fingerprint = hashlib.sha256(json.dumps(prepared.items).encode()).hexdigest()[:16]
+    table = InMemoryTable(pa.Table.from_pylist(prepared.items, schema=features.arrow_schema))
+    dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fingerprint)
     dataset.info.description = f"{benchmark.title} {benchmark.split} ({benchmark.kind}), prepared by expclip prepare"
     output.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(output))

@@ -75,9 +75,26 @@ def video_run(tmp_path_factory, model_dir, output):
     dataset.save_to_disk(str(root / "with-bad"))
     shutil.copy(root / "prepared" / "expclip_prepare.json", root / "with-bad")
     result = evaluate_command("--model", model_dir, "--benchmark", "dfew", "--data", root / "with-bad",
-                              "--output", output, "--batch-size", "8", "--model-name", "tiny-video")
+                              "--output", output, "--batch-size", "8", "--model-name", "tiny-video",
+                              "--num-workers", "2")
     assert result.returncode == 0, result.stderr
     return result, json.loads((output / "tiny-video" / "dfew" / "results.json").read_text()), root
+
+
+def test_zero_and_two_workers_give_identical_results_bad_clips_included(video_run, model_dir, tmp_path):
+    result, with_workers, root = video_run
+    in_process = evaluate_command("--model", model_dir, "--benchmark", "dfew", "--data", root / "with-bad",
+                                  "--output", tmp_path, "--batch-size", "8", "--model-name", "tiny-video",
+                                  "--num-workers", "0")
+    assert in_process.returncode == 0, in_process.stderr
+    alone = json.loads((tmp_path / "tiny-video" / "dfew" / "results.json").read_text())
+    assert alone["excluded"] == with_workers["excluded"] and len(alone["excluded"]) == 3
+    assert alone["items"] == with_workers["items"]
+    for one, two in zip(alone["rows"], with_workers["rows"], strict=True):
+        assert (one["predictions"], one["uar"], one["war"], one["folds"]) == (
+            two["predictions"], two["uar"], two["war"], two["folds"])
+    excluded_lines = [line for line in in_process.stderr.splitlines() if line.startswith("excluded: ")]
+    assert excluded_lines == [line for line in result.stderr.splitlines() if line.startswith("excluded: ")]
 
 
 def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
@@ -258,9 +275,10 @@ def test_sixteen_frame_indices_for_clip_lengths_5_16_17_144(tmp_path):
 
 def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_expclip_dir):
     """One CLIP pass serves every row: head(mean of frame features) == mean of head(frame features) (SPEC §2)."""
-    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings, collate
+    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings
     from transformers import AutoProcessor
 
+    from inputs_expclip import InputPipeline
     from modeling_expclip import ExpCLIPModel
 
     model = ExpCLIPModel.from_pretrained(tiny_expclip_dir)
@@ -270,9 +288,9 @@ def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_e
         fake.write_clip(tmp_path / f"clip{k}", length, k)
         rows.append({"id": str(k), "path": str(tmp_path / f"clip{k}"), "num_frames": length, "label": k})
     pixels = BenchmarkPixels(rows, processor.image_processor, 7, video=True)
-    loader = torch.utils.data.DataLoader(pixels, batch_size=2, collate_fn=collate)
-    _, clip_embeds, excluded = clip_embeddings(model, loader, video=True)
-    clips = torch.stack([pixels[i][1] for i in range(2)])
+    batches = InputPipeline(range(2), pixels, batch_size=2, num_workers=0)
+    _, clip_embeds, excluded = clip_embeddings(model, batches, video=True)
+    clips = torch.stack([pixels(i)["pixel_values"] for i in range(2)])
     for use_projection in (True, False):
         classifier = model.text_classifier(processor.tokenizer, prompt_templates="type4", use_projection=use_projection)
         with torch.inference_mode():
@@ -289,11 +307,10 @@ def test_face_box_is_cropped_before_the_image_processor(tmp_path, tiny_expclip_d
     processor = AutoProcessor.from_pretrained(tiny_expclip_dir).image_processor
     fake.write_image(tmp_path / "photo.jpg", 0, size=64)
     row = {"id": "photo.jpg", "path": str(tmp_path / "photo.jpg"), "num_frames": 0, "label": 0, "box": [8, 4, 30, 40]}
-    _, pixel_values, reason = BenchmarkPixels([row], processor, 7, video=False)[0]
+    pixel_values = BenchmarkPixels([row], processor, 7, video=False)(0)["pixel_values"]
     with Image.open(tmp_path / "photo.jpg") as photo:
         expected = processor(images=[photo.convert("RGB").crop((8, 4, 38, 44))], return_tensors="pt")["pixel_values"]
-    assert reason is None
-    torch.testing.assert_close(pixel_values, expected[0])
+    torch.testing.assert_close(pixel_values, expected, atol=0, rtol=0)
 
 
 def test_bfloat16_run_records_its_dtype_and_scores_every_item(image_run, tmp_path, model_dir):

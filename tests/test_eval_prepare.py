@@ -221,3 +221,21 @@ def test_strict_passes_on_the_original_clip_lists_of_spec_sizes(tmp_path, benchm
     assert metadata["mismatches"] == [] and metadata["num_excluded"] == 0
     assert metadata["sizes"] == {str(fold): size for fold, size in sizes.items()}
     assert metadata["label_counts"][str(min(sizes))] == fold1_counts
+
+
+def test_prepare_does_not_need_datasets_to_hash_the_table(tmp_path):
+    # On one H100 machine dill failed inside `datasets` fingerprinting (issue 11): the table now comes with its own.
+    rafdb, expected = fake.make_rafdb(tmp_path)
+    failing_hasher = (  # dill fails on any Arrow table, as it did there
+        "import pickle, sys; from datasets import fingerprint, table\n"
+        "original = fingerprint.Hasher.hash.__func__\n"
+        "def hash(cls, value):\n"
+        "    if isinstance(value, table.Table): raise pickle.PicklingError(\"Can't pickle <class 'MonthDayNano'>\")\n"
+        "    return original(cls, value)\n"
+        "fingerprint.Hasher.hash = classmethod(hash)\n"
+        "import cli_expclip; sys.exit(cli_expclip.main(sys.argv[1:]))\n"
+    )
+    result = run_command(sys.executable, "-c", failing_hasher, "prepare", "--benchmark", "raf-db", "--source", rafdb,
+                         "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(datasets.load_from_disk(str(tmp_path / "out"))["id"]) == sorted(expected)

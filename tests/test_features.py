@@ -22,6 +22,7 @@ from features_expclip import (
     dataset_image_items,
     folder_image_items,
     pixel_values,
+    resolve_dtype,
 )
 from inputs_expclip import load_image
 from modeling_expclip import ExpCLIPModel
@@ -173,3 +174,56 @@ def test_extraction_killed_after_a_shard_resumes_to_an_identical_cache(
     assert len(shard_folders(cache_dir)) == 5
     assert (first_shard / "data-00000-of-00001.arrow").stat().st_mtime_ns == written  # not recomputed
     assert arrow_bytes(cache_dir) == arrow_bytes(reference_dir)
+
+
+# ----- precision and determinism ----------------------------------------------------------------------------------
+
+
+def test_clip_precision_is_part_of_the_cache_key_and_bf16_stays_close_to_fp32(small_dir, settings, tmp_path):
+    fp32, _ = build_feature_cache(folder_image_items(small_dir), settings, tmp_path / "cache", batch_size=8)
+    bf16_settings = FeatureCacheSettings(**{**settings.__dict__, "clip_dtype": "bfloat16"})
+    assert bf16_settings.fingerprint() != settings.fingerprint()
+    bf16, _ = build_feature_cache(folder_image_items(small_dir), bf16_settings, tmp_path / "cache", batch_size=8)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # two caches side by side, neither served for the other
+    a, b = np.array(fp32["clip_image_embeds"]), np.array(bf16["clip_image_embeds"])
+    assert not np.array_equal(a, b)  # really computed in bfloat16
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+    assert bf16["target_embeds"] == fp32["target_embeds"]  # the switch is CLIP's only
+
+
+def test_clip_precision_defaults_to_bfloat16_on_gpu_and_float32_on_cpu():
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("float32", "cuda") == "float32"
+
+
+@pytest.fixture(scope="module")
+def real_jpegs_dir(tmp_path_factory) -> Path:
+    """256 real photos as JPEG files: the 200 LFW faces of scikit-image (upscaled) and 56 crops of its photos."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("jpegs")
+    for i, face in enumerate(data.lfw_subset()):
+        Image.fromarray((face * 255).astype(np.uint8)).convert("RGB").resize((64, 64)).save(folder / f"lfw{i:03d}.jpg")
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    for i in range(56):
+        photo = photos[i % 4]
+        top, left = (i * 37) % (photo.shape[0] - 96), (i * 53) % (photo.shape[1] - 80)
+        Image.fromarray(photo[top : top + 96, left : left + 80]).save(folder / f"crop{i:03d}.jpg", quality=90)
+    return folder
+
+
+def test_the_cache_of_train_expclip_is_byte_identical_with_0_and_2_workers(real_jpegs_dir, tiny_clip_dir,
+                                                                           tiny_blip2_dir, tmp_path):
+    for workers in (0, 2):
+        result = run_command(
+            sys.executable, REPO_ROOT / "train_expclip.py", "--clip_model_name_or_path", tiny_clip_dir,
+            "--teacher_model_name_or_path", tiny_blip2_dir, "--train_dir", real_jpegs_dir,
+            "--feature_cache_dir", tmp_path / f"cache-{workers}", "--output_dir", tmp_path / f"out-{workers}",
+            "--extraction_num_workers", workers, "--shard_size", 100, "--extraction_batch_size", 32,
+            "--global_batch_size", 64, "--max_steps", 1,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    zero, two = arrow_bytes(tmp_path / "cache-0"), arrow_bytes(tmp_path / "cache-2")
+    assert len(zero) == 3 and zero == two

@@ -3,6 +3,7 @@
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import pty
@@ -13,7 +14,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from pathlib import Path
 
@@ -87,48 +87,60 @@ def test_api_bad_input_gives_an_error_dict_not_an_exception(predictor, tmp_path)
     ]
 
 
-class ThreadRecordingPredictor(ExpCLIPPredictor):
-    """Notes which thread read each image."""
+class PidRecordingDetector:
+    """The real Haar detector, noting (as a file, from whichever process runs it) the process id of each detection."""
 
-    def _read_image(self, *args):
-        self.readers.add(threading.current_thread().name)
-        return super()._read_image(*args)
+    def __init__(self, folder, delay=0.0):
+        from faces_expclip import HaarFaceDetector
+
+        self.haar, self.folder, self.delay = HaarFaceDetector(), folder, delay
+
+    def detect(self, image):
+        time.sleep(self.delay)
+        (self.folder / f"{os.getpid()}-{time.perf_counter_ns()}").touch()
+        return self.haar.detect(image)
 
 
 @pytest.mark.parametrize("faces", [False, True])
-def test_reader_threads_give_the_records_of_one_thread_in_input_order(tiny_expclip_dir, photo_dir, tmp_path, faces):
+def test_worker_processes_give_the_records_of_in_process_reading_in_input_order(tiny_expclip_dir, photo_dir, tmp_path,
+                                                                                faces):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     photos = [str(p) for p in sorted(photo_dir.iterdir())]
     sources = (photos + [str(tmp_path / "broken.jpg"), str(tmp_path / "absent.png")]) * 3  # 15 items, 8 batches
     runs = {}
-    for workers in (1, 3):
-        predictor = ThreadRecordingPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2,
-                                                             workers=workers)
-        predictor.readers = set()
+    for workers in (0, 2):
+        predictor = ExpCLIPPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2,
+                                                     workers=workers)
         runs[workers] = predictor(sources, faces=faces)
-        assert predictor.readers and all(name.startswith("expclip-read") for name in predictor.readers)
-    one, three = runs[1], runs[3]
-    assert [(r["source"], r.get("error"), r.get("box")) for r in three] == [
-        (r["source"], r.get("error"), r.get("box")) for r in one]
-    assert sum("error" in r for r in three) == 6 and sum(r.get("label") is not None for r in three) >= 6
-    for a, b in zip(one, three):
-        assert a.get("scores") == pytest.approx(b.get("scores"), abs=1e-6)
+    assert runs[2] == runs[0]  # every field, scores bit for bit, in input order
+    assert [source for source, _ in itertools.groupby(r["source"] for r in runs[2])] == sources
+    assert sum("error" in r for r in runs[2]) == 6 and sum(r.get("label") is not None for r in runs[2]) >= 6
 
 
-class SlowReadingPredictor(ExpCLIPPredictor):
-    def _read_image(self, *args):
-        time.sleep(0.05)
-        self.reads += 1
-        return super()._read_image(*args)
+def test_faces_are_detected_in_the_worker_processes_not_the_main_one(tiny_expclip_dir, photo_dir, tmp_path):
+    (tmp_path / "pids").mkdir()
+    predictor = ExpCLIPPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2, workers=2)
+    predictor.detector = PidRecordingDetector(tmp_path / "pids")
+    predictor([str(p) for p in sorted(photo_dir.iterdir())] * 4, faces=True)  # 12 photos, 6 batches
+    pids = {int(path.name.split("-")[0]) for path in (tmp_path / "pids").iterdir()}
+    assert len(list((tmp_path / "pids").iterdir())) == 12
+    assert len(pids) == 2 and os.getpid() not in pids
 
 
-def test_stopping_early_drops_the_reads_not_yet_started(tiny_expclip_dir, photo_dir):
-    predictor = SlowReadingPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=8, workers=1)
-    predictor.reads = 0
-    results = predictor.predict(collect_items([str(photo_dir / "astronaut.jpg")] * 24))
+def test_stopping_early_stops_the_worker_processes_before_they_read_everything(tiny_expclip_dir, photo_dir,
+                                                                              tmp_path):
+    (tmp_path / "pids").mkdir()
+    predictor = ExpCLIPPredictor.from_pretrained(str(tiny_expclip_dir), device="cpu", batch_size=2, workers=2)
+    predictor.detector = PidRecordingDetector(tmp_path / "pids", delay=0.2)
+    results = predictor.predict(collect_items([str(photo_dir / "astronaut.jpg")] * 64), faces=True)
     next(results)
-    results.close()  # batch 1 is done and batch 2 read ahead: 8 reads queued, about one of them started
-    assert 8 < predictor.reads < 16
+    results.close()  # batch 1 is done, a few batches are read ahead (2 per worker): the rest is never read
+    reads = len(list((tmp_path / "pids").iterdir()))
+    time.sleep(1.0)
+    assert 2 <= reads < 32 and len(list((tmp_path / "pids").iterdir())) == reads
+    pids = {int(path.name.split("-")[0]) for path in (tmp_path / "pids").iterdir()}
+    assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                   for pid in pids)
 
 
 def test_api_feeds_the_model_the_exif_rotated_image(predictor, tmp_path):
@@ -239,7 +251,7 @@ def test_jsonl_with_custom_labels_and_prompt_set(photo_dir, tiny_expclip_dir):
     (["--prompts", "a photo of a face"], "must hold exactly one '{}' for the class name"),
     (["--faces", "--detector-model", "no-such.onnx"], "no-such.onnx: YuNet model file not found"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "-1"], "--workers must be at least 0"),
 ])
 def test_invalid_option_is_refused_before_any_work_with_exit_2(tmp_path, photo_dir, options, message):
     # The model folder does not exist: refusing the option first proves nothing was loaded.

@@ -59,6 +59,10 @@ def write_inputs(folder: Path, photo: np.ndarray) -> list[Path]:
     (inputs / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + noise)
     writer = cv2.VideoWriter(str(inputs / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
     writer.release()  # a valid container without a single frame
+    writer = cv2.VideoWriter(str(inputs / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for level in range(0, 200, 10):  # a good 20-frame clip among the bad items
+        writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()
     (folder / "no images").mkdir()
     (folder / "no images" / "readme.md").write_text("nothing to see\n")
     (folder / "notes.txt").write_text("a text file given on the command line\n")
@@ -94,9 +98,21 @@ def inputs_run(tmp_path_factory, tiny_expclip_dir):
     folder = tmp_path_factory.mktemp("inputs")
     arguments = write_inputs(folder, data.astronaut())
     result = run_command(sys.executable, "-m", "cli_expclip", "predict", *arguments, "--model", tiny_expclip_dir,
-                         "--format", "json", "--batch-size", "4")
+                         "--format", "json", "--batch-size", "4", "--workers", "2")
     records = {Path(record["source"]).name: record for record in json.loads(result.stdout)}
-    return result, records
+    return result, records, arguments
+
+
+def test_zero_and_two_worker_processes_give_identical_records_and_lines_in_input_order(inputs_run,
+                                                                                      tiny_expclip_dir):
+    result, _, arguments = inputs_run
+    in_process = run_command(sys.executable, "-m", "cli_expclip", "predict", *arguments, "--model", tiny_expclip_dir,
+                             "--format", "json", "--batch-size", "4", "--workers", "0")
+    assert in_process.returncode == result.returncode == 1
+    records = json.loads(result.stdout)
+    assert json.loads(in_process.stdout) == records  # every record, every score, in input order
+    assert [r["kind"] for r in records if Path(r["source"]).name == "clip.avi"] == ["video"]
+    assert in_process.stderr.splitlines() == result.stderr.splitlines()  # one line per bad item, same order
 
 
 def stderr_line(result, name: str) -> str:
@@ -106,13 +122,13 @@ def stderr_line(result, name: str) -> str:
 
 
 def test_run_exits_non_zero_without_traceback(inputs_run):
-    result, _ = inputs_run
+    result, _, _ = inputs_run
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
 
 
 def test_summary_line_counts_inputs_predictions_and_failures(inputs_run):
-    result, records = inputs_run
+    result, records, _ = inputs_run
     summary = result.stderr.strip().splitlines()[-1]
     predicted = sum(1 for r in records.values() if r.get("label"))
     assert summary == f"expclip predict: {len(records)} inputs: {predicted} predictions, {len(BAD)} failed"
@@ -120,7 +136,7 @@ def test_summary_line_counts_inputs_predictions_and_failures(inputs_run):
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_is_reported_by_name_with_one_line_reason(inputs_run, name):
-    result, records = inputs_run
+    result, records, _ = inputs_run
     assert BAD[name] in records[name]["error"]
     assert "label" not in records[name]
     line = stderr_line(result, name)
@@ -129,7 +145,7 @@ def test_bad_input_is_reported_by_name_with_one_line_reason(inputs_run, name):
 
 @pytest.mark.parametrize("name", UNUSUAL + ["photo.jpg"])
 def test_unusual_but_valid_input_is_predicted(inputs_run, name):
-    _, records = inputs_run
+    _, records, _ = inputs_run
     record = records[name]
     assert "error" not in record
     assert record["label"] in record["scores"]
@@ -137,12 +153,12 @@ def test_unusual_but_valid_input_is_predicted(inputs_run, name):
 
 
 def test_exif_rotated_photo_is_predicted_upright(inputs_run):
-    _, records = inputs_run
+    _, records, _ = inputs_run
     rotated, upright = records["exif rotated.jpg"]["scores"], records["upright by hand.png"]["scores"]
     assert rotated == pytest.approx(upright, abs=1e-6)
     assert rotated != pytest.approx(records["stored unrotated.png"]["scores"], abs=1e-6)
 
 
 def test_animated_gif_is_predicted_from_its_first_frame(inputs_run):
-    _, records = inputs_run
+    _, records, _ = inputs_run
     assert records["animated.gif"]["scores"] == pytest.approx(records["gif first frame.png"]["scores"], abs=1e-6)

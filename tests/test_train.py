@@ -54,11 +54,17 @@ def runs(tmp_path_factory, tiny_clip_dir, tiny_blip2_dir, face_images_dir):
     at = lora_args.index("--train_dir")
     lora_args[at : at + 2] = ["--dataset_name", "imagefolder", "--dataset_data_dir", face_images_dir]
     lora = run_command(sys.executable, *lora_args)
-    return {"root": root, "one": one, "two": two, "lora": lora}
+    # The head fed row by row from the Arrow cache (the cache of the one-process run, reused as it is)
+    arrow = run_command(
+        *ACCELERATE, "--cpu", "--num_processes", 1,
+        *train_args(tiny_clip_dir, tiny_blip2_dir, face_images_dir, root / "cache-1", root / "out-arrow",
+                    "--cache_in_memory", "false"),
+    )
+    return {"root": root, "one": one, "two": two, "lora": lora, "arrow": arrow}
 
 
 def test_one_and_two_process_runs_complete(runs):
-    for name in ("one", "two", "lora"):
+    for name in ("one", "two", "lora", "arrow"):
         assert runs[name].returncode == 0, f"{name}: {runs[name].stderr[-3000:]}"
 
 
@@ -108,6 +114,13 @@ def test_two_process_weights_agree_with_one_process(runs):
     two = load_file(runs["root"] / "out-2" / "model.safetensors")
     for key in one:
         np.testing.assert_allclose(two[key], one[key], atol=1e-6, rtol=0)
+
+
+def test_the_head_trained_from_tensors_equals_the_head_trained_from_arrow_rows(runs):
+    in_memory = load_file(runs["root"] / "out-1" / "model.safetensors")["projection.weight"]
+    arrow = load_file(runs["root"] / "out-arrow" / "model.safetensors")["projection.weight"]
+    assert not np.allclose(in_memory, load_file(runs["root"] / "out-lora" / "model.safetensors")["projection.weight"])
+    np.testing.assert_allclose(in_memory, arrow, atol=1e-6, rtol=0)
 
 
 def test_unreadable_images_are_skipped_and_reported(runs):
@@ -223,3 +236,21 @@ def test_dropout_quirk_trains_epoch_e_on_draw_e(tiny_clip_dir, tmp_path):
                                                           "target_embeds_epoch2")]
         matches = [sum(bool((torch.isclose(draw, row).all(-1)).any()) for row in labels) for draw in draws]
         assert matches == [num_images if k == epoch else 0 for k in range(num_draws)]
+
+
+def test_datasets_failing_to_hash_is_one_line_without_traceback(tmp_path, face_images_dir):
+    # The H100's mixed environment made dill fail inside `datasets` fingerprinting (issue 11); make it fail here too.
+    failing_hasher = (
+        "import pickle, runpy, sys; from datasets import fingerprint\n"
+        "def fail(*args, **kwargs): raise pickle.PicklingError(\"Can't pickle <class 'MonthDayNano'>\")\n"
+        "fingerprint.Hasher.hash = fail; fingerprint.Hasher.update = fail\n"
+        f"sys.argv = sys.argv[1:]; runpy.run_path({str(REPO_ROOT / 'train_expclip.py')!r}, run_name='__main__')\n"
+    )
+    result = run_command(sys.executable, "-c", failing_hasher, "train_expclip.py", "--dataset_name", "imagefolder",
+                         "--dataset_data_dir", face_images_dir, "--output_dir", tmp_path / "out")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train_expclip: error: datasets could not hash an object to fingerprint it "
+        "(PicklingError: Can't pickle <class 'MonthDayNano'>)"
+    )
