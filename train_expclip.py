@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import transformers
 from accelerate import PartialState
-from expclip_eval.evaluate import uar_war_results
+from expclip_eval.benchmarks import uar_war_results
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import (

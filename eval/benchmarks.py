@@ -173,3 +173,18 @@ def check_prepared(benchmark: Benchmark, labels_by_fold: dict) -> list[str]:
     for fold in sorted(set(labels_by_fold) - set(expected_folds)):
         mismatches.append(f"{benchmark.title}: unexpected fold {fold}")
     return mismatches
+
+
+def uar_war_results(uar: float, war: float, metric_args: dict, **dataset) -> list:
+    """The model-index entries of one benchmark: UAR as macro `recall`, WAR as `accuracy` (both in %).
+
+    `dataset`: EvalResult's dataset_type / dataset_name / dataset_split (/ dataset_args)."""
+    from huggingface_hub import EvalResult
+
+    task = dict(task_type="zero-shot-image-classification", task_name="Zero-shot facial expression recognition")
+    return [
+        EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(uar, 2),
+                   metric_args={"average": "macro", **metric_args}, **task, **dataset),
+        EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(war, 2),
+                   metric_args=metric_args, **task, **dataset),
+    ]

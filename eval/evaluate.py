@@ -30,7 +30,7 @@ from inputs_expclip import (
 )
 from outputs_expclip import OutputError, check_output_folder, mark_output
 
-from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
+from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark, uar_war_results
 from .prepare import METADATA_FILE, frame_files
 
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -242,21 +242,6 @@ def write_results_table(output: Path) -> Path:
     path = output / "results.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def uar_war_results(uar: float, war: float, metric_args: dict, **dataset) -> list:
-    """The model-index entries of one benchmark: UAR as macro `recall`, WAR as `accuracy` (both in %).
-
-    `dataset`: EvalResult's dataset_type / dataset_name / dataset_split (/ dataset_args)."""
-    from huggingface_hub import EvalResult
-
-    task = dict(task_type="zero-shot-image-classification", task_name="Zero-shot facial expression recognition")
-    return [
-        EvalResult(metric_type="recall", metric_name="UAR", metric_value=round(uar, 2),
-                   metric_args={"average": "macro", **metric_args}, **task, **dataset),
-        EvalResult(metric_type="accuracy", metric_name="WAR", metric_value=round(war, 2),
-                   metric_args=metric_args, **task, **dataset),
-    ]
 
 
 def update_model_card(model_dir: Path, model_name: str, benchmark, row: dict) -> Path:
