@@ -101,7 +101,7 @@ class ExpCLIPApp:
                              records[0]["source"], set())
         if records[0].get("label") is None:
             return str(annotated), None, "No face found in this image."
-        faces = ", ".join(f"face {r['face'] + 1}: **{r['label']}** ({r['scores'][r['label']]:.2f})" for r in records)
+        faces = ", ".join(f"face {r['face']}: **{r['label']}** ({r['scores'][r['label']]:.2f})" for r in records)
         return str(annotated), records[0]["scores"], f"{len(records)} face{'s' * (len(records) > 1)} — {faces}"
 
     @staticmethod

@@ -308,7 +308,7 @@ def test_refuses_a_folder_without_a_model_or_a_missing_one(tmp_path, capsys):
     refusals = {
         tmp_path / "photos": "not an Exp-CLIP model (no config.json in this folder)",
         tmp_path / "photos" / "face.jpg": "a file, not an Exp-CLIP model folder",
-        tmp_path / "missing": "no such folder, and not a Hub id",
+        tmp_path / "missing": "no such model folder",
     }
     for model, reason in refusals.items():
         assert main(["export", str(model), "--output", str(tmp_path / "out")]) == 1
@@ -361,7 +361,7 @@ def test_bad_labels_or_prompt_template_is_one_line_and_writes_nothing(tmp_path, 
     from cli_expclip import main
 
     refusals = {
-        ("--prompts", "a face without a slot.|{} face."): "has no '{}' for the class name",
+        ("--prompts", "a face without a slot.|{} face."): "must hold exactly one '{}' for the class name",
         ("--labels", "joy,,anger"): "empty label in 'joy,,anger'",
         ("--labels", "joy,joy"): "duplicate labels: joy",
     }

@@ -278,7 +278,8 @@ def test_prompt_template_without_exactly_one_placeholder_is_one_line(photo_dir, 
 
 def test_malformed_haar_cascade_is_one_line(tmp_path, photo_dir):
     (tmp_path / "cascade.xml").write_text("<opencv_storage><cascade>")
-    result = run_command(EXPCLIP, "predict", photo_dir, "--faces", "--detector-model", tmp_path / "cascade.xml")
+    result = run_command(EXPCLIP, "predict", photo_dir, "--faces", "--detector", "haar", "--detector-model",
+                         tmp_path / "cascade.xml")
     assert one_line_error(result).endswith("cascade.xml: not a readable OpenCV cascade (malformed XML)")
 
 
