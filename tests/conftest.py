@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,40 @@ def photo_dir(tmp_path_factory) -> Path:
     Image.fromarray(face).resize((100, 100)).save(folder / "lfw face.png")
     Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
     return folder
+
+
+class CountingHandler(SimpleHTTPRequestHandler):
+    """A static file server (on 127.0.0.1, in a test's own thread) that records the paths asked for: subclass it
+    with a fresh `requests` list per server."""
+
+    requests = []
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+# The preamble of a fresh interpreter (-I) in which nothing named *expclip* can be imported, however it was installed.
+HIDE_EXPCLIP = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class HideExpCLIP(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if "expclip" in name.split(".")[0]:
+                raise ModuleNotFoundError(f"{name} is hidden in this test", name=name)
+
+    sys.meta_path.insert(0, HideExpCLIP())
+    try:
+        import modeling_expclip
+        package_importable = True
+    except ImportError:
+        package_importable = False
+    """
+)
 
 
 def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:

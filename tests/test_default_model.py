@@ -7,25 +7,15 @@ import json
 import socket
 import threading
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import torch
+from conftest import CountingHandler
 from tiny_models import CLIP_EMBED_DIM
 
 from convert_expclip_original import ModelFetchError, resolve_model
 from modeling_expclip import ExpCLIPModel
-
-
-class CountingHandler(SimpleHTTPRequestHandler):
-    requests = []
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):  # keep test output clean
-        pass
 
 
 @pytest.fixture(scope="module")

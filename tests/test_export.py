@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
+from conftest import HIDE_EXPCLIP, run_command
 from PIL import Image
 from tiny_models import CLIP_EMBED_DIM
 from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor
@@ -26,21 +26,8 @@ FRAMES = ["astronaut.jpg", "lfw face.png", "coffee.jpg"]
 
 # A fresh interpreter (-I: no cwd, no PYTHON* variables) where nothing named *expclip* can be imported: the export must
 # load as a stock CLIPModel, with the pipeline, without custom code or trust_remote_code.
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = HIDE_EXPCLIP + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class HideExpCLIP(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if "expclip" in name.split(".")[0]:
-                raise ModuleNotFoundError(f"{name} is hidden in this test", name=name)
-
-    sys.meta_path.insert(0, HideExpCLIP())
-    try:
-        import modeling_expclip
-        package_importable = True
-    except ImportError:
-        package_importable = False
 
     import torch
     import torch.nn.functional as F

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import run_command
+from conftest import HIDE_EXPCLIP, run_command
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, pipeline
 
@@ -15,21 +15,8 @@ TEMPLATE = "a photo of a face with an expression of {}."
 
 # Runs in a fresh interpreter (-I: no cwd, no PYTHON* variables) where nothing of this project can be imported,
 # however it was installed: the folder's own code files must carry the model.
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = HIDE_EXPCLIP + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class HideExpCLIP(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if "expclip" in name.split(".")[0]:
-                raise ModuleNotFoundError(f"{name} is hidden in this test", name=name)
-
-    sys.meta_path.insert(0, HideExpCLIP())
-    try:
-        import modeling_expclip
-        package_importable = True
-    except ImportError:
-        package_importable = False
 
     import torch
     from PIL import Image

@@ -12,12 +12,12 @@ import socket
 import sys
 import threading
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_command
+from conftest import REPO_ROOT, CountingHandler, run_command
 from PIL import Image
 
 import faces_expclip
@@ -27,17 +27,6 @@ YUNET_FILE = REPO_ROOT.parent / "shared" / "models" / "face_detection_yunet_2026
 YUNET_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"  # of the served test file only
 ZOO_PATH = "/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
 ASTRONAUT_FACE = Box(177, 66, 95, 95)  # Eileen Collins' face in skimage's astronaut photo
-
-
-class CountingHandler(SimpleHTTPRequestHandler):
-    requests = []
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):  # keep test output clean
-        pass
 
 
 @pytest.fixture(scope="module")
