@@ -374,10 +374,30 @@ class InputPipeline:
 
     def __iter__(self):
         """Yield `InputBatch`es in input order. Stopping early (break, Ctrl-C) shuts the workers down."""
-        iterator = iter(self.loader)
+        iterator = _start_workers(self.loader)
         try:
             yield from iterator
         finally:
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
+
+
+def _start_workers(loader):
+    """`iter(loader)` with Ctrl-C held back until the worker processes have started, then delivered: torch's
+    half-built iterator cannot shut itself down, and its `__del__` would print a traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not loader.num_workers:
+        return iter(loader)
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
+    try:
+        iterator = iter(loader)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending and callable(previous):
+        iterator._shutdown_workers()
+        previous(*pending[0])  # Python's own handler raises KeyboardInterrupt here
+    return iterator
