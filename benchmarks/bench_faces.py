@@ -74,8 +74,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from inputs_expclip import default_num_workers
-    from predict_expclip import ExpCLIPPredictor, collect_items
+    from expclip.inputs import default_num_workers
+    from expclip.predictor import ExpCLIPPredictor, collect_items
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -141,9 +141,9 @@ SHARED_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may
 
 def compare_detectors(model: str, items, args) -> list[tuple]:
     """Per detector, on the same photos: (name, faces found, seconds of detection alone, seconds of predict --faces)."""
-    from faces_expclip import load_detector
-    from inputs_expclip import load_image
-    from predict_expclip import ExpCLIPPredictor, default_workers
+    from expclip.faces import load_detector
+    from expclip.inputs import load_image
+    from expclip.predictor import ExpCLIPPredictor, default_workers
 
     photos = [np.asarray(load_image(item.source)) for item in items]
     rows = []

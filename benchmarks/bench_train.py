@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from transformers import Blip2Config, CLIPConfig, CLIPModel, T5Config  # noqa: E402
 
 INSTRUCTION_TOKENS = 28  # the paper's instruction is 27 Flan-T5 tokens + </s>
-PAPER_IMAGES = 49_152  # 96 batches of 512: CAER-S train size with drop_last (SPEC §4)
+PAPER_IMAGES = 49_152  # 96 batches of 512: CAER-S train size with drop_last (README: Training)
 
 
 def random_init_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
@@ -54,7 +54,7 @@ def random_init_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
 
 def build_teacher(config: Blip2Config, device: str, dtype: torch.dtype):
     """ExpCLIPTeacher of the given size with random weights, built on the meta device then materialised on `device`."""
-    from teacher_expclip import ExpCLIPTeacher
+    from expclip.teacher import ExpCLIPTeacher
 
     for sub_config in (config.vision_config, config.qformer_config, config.text_config):
         sub_config._attn_implementation = "sdpa"

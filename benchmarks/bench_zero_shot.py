@@ -6,7 +6,7 @@ Same model, same images, same labels and prompts, same run, same device and prec
 processor; both sides load it from there. The tokenizer is a real CLIP byte-level BPE built offline whose merges spell
 the prompt words whole, so prompts have about the token counts of the real CLIP tokenizer.
 
-Two workloads (SPEC §5), 7 basic expressions:
+Two workloads (README: Reproducing the paper), 7 basic expressions:
 - type3: one prompt per class, the paper's tables. The pipeline gets the labels and the type3 template.
 - type5: the 10-prompt ensemble, combined by logit averaging. The pipeline gets all 70 prompts as candidate labels;
   averaging its log-probabilities per class and re-normalising gives exactly the logit-averaged probabilities.
@@ -45,9 +45,9 @@ from transformers import (
 )
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
-from inputs_expclip import DTYPES, default_num_workers
+from expclip.inputs import DTYPES, default_num_workers
 from modeling_expclip import ExpCLIPModel, build_class_prompts
-from predict_expclip import ExpCLIPPredictor
+from expclip.predictor import ExpCLIPPredictor
 
 
 def word_level_clip_tokenizer(texts) -> CLIPTokenizer:

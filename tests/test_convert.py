@@ -1,4 +1,4 @@
-"""`expclip convert`: the authors' `.pth` head (SPEC §7) -> a complete Hub folder with the original preprocessing."""
+"""`expclip convert`: the authors' `.pth` head (README: released heads) -> a complete Hub folder with the original preprocessing."""
 
 import json
 import os
@@ -116,7 +116,7 @@ def test_convert_rejects_a_bad_head_with_one_line_and_writes_nothing(tmp_path, t
 
 
 def test_convert_rejects_a_file_that_is_not_a_tensor_pickle(tmp_path, tiny_clip_dir, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     not_a_pickle = tmp_path / "notes.pth"
     not_a_pickle.write_text("these are not weights\n")
@@ -136,7 +136,7 @@ def test_convert_rejects_a_file_that_is_not_a_tensor_pickle(tmp_path, tiny_clip_
 
 
 def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir, head_weight, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     head = save_original_head(tmp_path / "head.pth", head_weight)
     (tmp_path / "out").mkdir()
@@ -147,7 +147,7 @@ def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir
 
 
 def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path, head_weight, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     head = save_original_head(tmp_path / "head.pth", head_weight)
     (tmp_path / "not-clip").mkdir()
@@ -157,7 +157,7 @@ def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-# SPEC §6: the released heads were tested with PIL's bilinear resize; a converted folder keeps it even where
+# README: Reproducing the paper: the released heads were tested with PIL's bilinear resize; a converted folder keeps it even where
 # torchvision is installed (transformers would otherwise pick its torchvision backend, whose resize differs).
 LOAD_WITH_TORCHVISION = """
 import json, sys

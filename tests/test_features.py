@@ -14,8 +14,8 @@ from datasets import load_dataset
 from PIL import Image
 from transformers import AutoImageProcessor
 
-import features_expclip
-from features_expclip import (
+import expclip.features as features_module
+from expclip.features import (
     PAUSE_AFTER_SHARDS_ENV,
     FeatureCacheSettings,
     build_feature_cache,
@@ -24,9 +24,9 @@ from features_expclip import (
     pixel_values,
     resolve_dtype,
 )
-from inputs_expclip import load_image
+from expclip.inputs import load_image
 from modeling_expclip import ExpCLIPModel
-from teacher_expclip import ExpCLIPTeacher
+from expclip.teacher import ExpCLIPTeacher
 
 SHARD_SIZE = 16
 
@@ -73,7 +73,7 @@ def test_rows_hold_each_images_clip_embedding_and_teacher_target(small_dir, sett
 
 def test_dropout_quirk_caches_one_fresh_target_per_image_per_epoch(small_dir, settings, tmp_path, tiny_clip_dir,
                                                                    tiny_blip2_dir):
-    """SPEC §3: under the quirk the original drew fresh dropout masks every epoch: draw e is epoch e's target."""
+    """README: Faithful to the paper: under the quirk the original drew fresh dropout masks every epoch: draw e is epoch e's target."""
     quirk = FeatureCacheSettings(str(tiny_clip_dir), str(tiny_blip2_dir), teacher_dropout=True, target_draws=3,
                                  shard_size=SHARD_SIZE)
     items = folder_image_items(small_dir)
@@ -93,7 +93,7 @@ def test_dropout_quirk_caches_one_fresh_target_per_image_per_epoch(small_dir, se
 
 def test_a_rerun_reuses_the_cache_without_loading_any_model(small_dir, settings, tmp_path, monkeypatch):
     first, _ = build_feature_cache(folder_image_items(small_dir), settings, tmp_path / "cache", batch_size=8)
-    monkeypatch.setattr(features_expclip, "FeatureExtractors", None)  # any model load would now fail
+    monkeypatch.setattr(features_module, "FeatureExtractors", None)  # any model load would now fail
     again, _ = build_feature_cache(folder_image_items(small_dir), settings, tmp_path / "cache", batch_size=8)
     assert again["target_embeds"] == first["target_embeds"]
 

@@ -18,8 +18,8 @@ processes, so decoding and each model's preprocessing overlap the model in the m
         pixels = preprocess.to_device(batch.tensors["clip_pixel_values"], device, dtype)
         ...                                                       # batch.items: every item, in input order
 
-Pixels are exactly what each model's image processor makes (the released heads were trained on PIL resizing, SPEC
-§6-7). `ImagePreprocessing(..., normalize_on_device=True)` sends uint8 pixels (resized and cropped by the same
+Pixels are exactly what each model's image processor makes (the released heads were trained on PIL resizing; README:
+Reproducing the paper). `ImagePreprocessing(..., normalize_on_device=True)` sends uint8 pixels (resized and cropped by the same
 processor call) and rescales/normalises the batch on the model's device: equal within float rounding, 4x less data.
 """
 
@@ -35,7 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Every extension PIL can open counts as an image when walking folders.
 IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
-# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (SPEC §6): CLIP
+# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (README): CLIP
 # in float16 with LayerNorm computed in float32, the head in float32 (`ExpCLIPModel.to_original_precision`).
 MIXED_PRECISION = "float16-mixed"
 DTYPES = ("float32", "bfloat16", "float16", MIXED_PRECISION)
@@ -122,7 +122,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 def pin_pil_image_processor(folder) -> None:
     """Drop the image-processor class name from a saved Exp-CLIP folder's processor configs, so that
     `AutoImageProcessor` takes the PIL-backend class registered for ExpCLIPConfig (configuration_expclip) instead of
-    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (SPEC §6)."""
+    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (README: Reproducing the paper)."""
     import json
 
     for name in ("processor_config.json", "preprocessor_config.json"):
