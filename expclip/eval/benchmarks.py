@@ -6,8 +6,18 @@ set must have.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from configuration_expclip import EXPRESSION_CLASSES
+
+# The prepared-data format that `expclip prepare` writes and `expclip evaluate` reads.
+METADATA_FILE = "expclip_prepare.json"
+FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """A clip folder's frames, sorted by file name (the order the clip lists count them in)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
 
 
 @dataclass(frozen=True)

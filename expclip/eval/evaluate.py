@@ -30,8 +30,7 @@ from ..inputs import (
 )
 from ..outputs import OutputError, check_output_folder, mark_output
 
-from .benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark, uar_war_results
-from .prepare import METADATA_FILE, frame_files
+from .benchmarks import BENCHMARKS, METADATA_FILE, UnknownBenchmarkError, frame_files, get_benchmark, uar_war_results
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 PROMPT_STUDY = ["type1", "type2", "type3", "type4", "type5"]  # the paper's prompt study, "--prompts all"

@@ -33,10 +33,8 @@ from PIL import Image
 from ..inputs import first_line
 from ..outputs import OutputError, check_output_folder, clear_output, mark_output
 
-from .benchmarks import UnknownBenchmarkError, check_prepared, get_benchmark
+from .benchmarks import METADATA_FILE, UnknownBenchmarkError, check_prepared, frame_files, get_benchmark
 
-METADATA_FILE = "expclip_prepare.json"
-FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".mov", ".webm"}
 
 # ----- each release's label codes and names -> canonical class names (README: Reproducing the paper), written out explicitly ------------
@@ -134,11 +132,6 @@ def read_table(path: Path) -> list[list[str]]:
     if delimiter:
         return [[cell.strip() for cell in row] for row in csv.reader(text.splitlines())]
     return [line.split() for line in text.splitlines()]
-
-
-def frame_files(folder: Path) -> list[Path]:
-    """A clip folder's frames, sorted by file name (the order the clip lists count them in)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
 
 
 def add_clip(prepared, benchmark, clip_id, folder: Path, class_name, fold=0, claimed=None, where=""):
