@@ -7,14 +7,9 @@ Every input is read by `expclip.inputs.load_image`; a bad one becomes a one-line
 rest goes on. `expclip predict` and the app are built on it.
 """
 
-import argparse
-import csv
-import io
-import json
 import sys
 import time
 import traceback
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +18,6 @@ from PIL import Image
 
 from .faces import crop_face
 from .inputs import (
-    DTYPES,
     IMAGE_EXTENSIONS,
     MIXED_PRECISION,
     VIDEO_EXTENSIONS,
@@ -34,10 +28,8 @@ from .inputs import (
     is_url,
     load_image,
     one_line,
-    read_prompt_file,
     walk_files,
 )
-from .outputs import OutputError, check_output_file, check_output_folder, mark_output
 
 # ----- label sets and prompt sets -------------------------------------------------------------------------------------
 

@@ -3,17 +3,15 @@
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
+from conftest import EXPCLIP, run_command
 from PIL import Image
 from tiny_models import CLIP_EMBED_DIM, IMAGE_SIZE
 from transformers import AutoModel, AutoProcessor, CLIPModel, CLIPTokenizer
 
-EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
 PROJECTION_DIM = 24
 PROMPTS = ["a photo of a face with an expression of happiness.", "a photo of a face with an expression of anger."]
 

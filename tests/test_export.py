@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HIDE_EXPCLIP, run_command
+from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, run_command
 from PIL import Image
-from tiny_models import CLIP_EMBED_DIM
 from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor
 
 from configuration_expclip import BASIC_EXPRESSIONS
-from expclip.models import convert_original_head
 from modeling_expclip import ExpCLIPModel, build_class_prompts
 
-EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
-PROJECTION_DIM = 24
 TYPE3 = "a photo of a face with an expression of {}."
 FRAMES = ["astronaut.jpg", "lfw face.png", "coffee.jpg"]
 
@@ -63,34 +59,9 @@ def one_line_error(result) -> str:
 
 
 @pytest.fixture(scope="module")
-def converted_dir(tmp_path_factory, tiny_clip_dir) -> Path:
-    """A converted tiny Exp-CLIP model: the original's no-normalise square resize, provenance in its config."""
-    work = tmp_path_factory.mktemp("converted")
-    weight = torch.randn(PROJECTION_DIM, CLIP_EMBED_DIM, generator=torch.Generator().manual_seed(12))
-    torch.save({"mlp.weight": weight}, work / "ExpCLIP_T_model.pth")
-    return convert_original_head(work / "ExpCLIP_T_model.pth", tiny_clip_dir, work / "expclip-t")
-
-
-@pytest.fixture(scope="module")
 def expclip(converted_dir):
     """The Exp-CLIP model and processor the exports must agree with."""
     return ExpCLIPModel.from_pretrained(converted_dir).eval(), CLIPProcessor.from_pretrained(converted_dir)
-
-
-@pytest.fixture(scope="module")
-def clip_export(tmp_path_factory, converted_dir):
-    work = tmp_path_factory.mktemp("export-clip")
-    result = run_command(EXPCLIP, "export", converted_dir, "--to", "clip", "--output", work / "clip", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, work / "clip"
-
-
-@pytest.fixture(scope="module")
-def onnx_export(tmp_path_factory, converted_dir):
-    work = tmp_path_factory.mktemp("export-onnx")
-    result = run_command(EXPCLIP, "export", converted_dir, "--to", "onnx", "--output", work / "onnx", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, work / "onnx"
 
 
 @pytest.fixture(scope="module")

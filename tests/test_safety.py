@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_command
+from conftest import EXPCLIP, REPO_ROOT, run_command
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tiny_models import CLIP_EMBED_DIM
@@ -18,7 +18,6 @@ from tiny_models import CLIP_EMBED_DIM
 from expclip.inputs import InputError, load_image
 from expclip.outputs import MARKER, OutputError, check_output_file, check_output_folder, clear_output, mark_output
 
-EXPCLIP = Path(sys.executable).with_name("expclip")
 
 
 def checksums(*folders) -> dict:
