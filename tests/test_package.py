@@ -127,3 +127,13 @@ def test_the_model_files_stay_self_contained():
     """The Hub custom code is copied alone into model folders: it imports nothing of the package."""
     assert _imports(REPO_ROOT / "configuration_expclip.py") == set()
     assert {name.split(".")[0] for name in _imports(REPO_ROOT / "modeling_expclip.py")} == {"configuration_expclip"}
+
+
+@pytest.mark.parametrize("module, usage", [("train_expclip", "--train_dir"), ("expclip", "usage: expclip")])
+def test_accelerate_launch_runs_the_installed_modules(module, usage, tmp_path):
+    """`accelerate launch -m train_expclip` and `-m expclip` from a folder that holds no project file."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    result = run_command(accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+                         "--dynamo_backend", "no", "-m", module, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert usage in result.stdout
