@@ -18,16 +18,16 @@ import sys
 import tempfile
 import urllib.error
 from pathlib import Path
-
-import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
+from typing import TYPE_CHECKING
 
 from .hub import cache_root as _cache_root
 from .hub import download as _download
 from .hub import offline as _offline
 from .inputs import first_line, original_image_processor_settings, pin_pil_image_processor
-from modeling_expclip import ExpCLIPModel
 from .outputs import OutputError, check_output_folder, mark_output
+
+if TYPE_CHECKING:  # torch and transformers load when a head is converted: resolving a folder stays cheap
+    import torch
 
 ORIGINAL_HEAD_KEY = "mlp.weight"
 ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
@@ -48,8 +48,10 @@ class ModelFetchError(RuntimeError):
     """The default model could not be fetched; the message is one line saying what, and how to use a local folder."""
 
 
-def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
+def load_original_head(pth_path, clip_embed_dim: int) -> "torch.Tensor":
     """The authors' `mlp.weight` [projection_dim, clip_embed_dim] from a `.pth`, loaded without running pickled code."""
+    import torch
+
     path = Path(pth_path)
     expected = f"a state dict with the single key '{ORIGINAL_HEAD_KEY}' of shape [4096, {clip_embed_dim}]"
     if not path.is_file():
@@ -109,6 +111,11 @@ def convert_original_head(
                                                     else None], overwrite=overwrite)
     except OutputError as error:
         raise ConversionError(str(error))
+    import torch  # after the output check: a refusal is instant
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
     try:
         model_type = CLIPConfig.get_config_dict(clip_name_or_path)[0].get("model_type")
         clip_config = CLIPConfig.from_pretrained(clip_name_or_path)

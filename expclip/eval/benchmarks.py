@@ -8,7 +8,6 @@ set must have.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from configuration_expclip import EXPRESSION_CLASSES
 
 # The prepared-data format that `expclip prepare` writes and `expclip evaluate` reads.
 METADATA_FILE = "expclip_prepare.json"
@@ -36,6 +35,8 @@ class Benchmark:
 
     @property
     def class_names(self) -> list[str]:
+        from configuration_expclip import EXPRESSION_CLASSES  # imports transformers: only when a preset is used
+
         return list(EXPRESSION_CLASSES[: self.num_classes])
 
     @property
