@@ -7,7 +7,7 @@ import from `transformers`, `torch` and each other.
 
 from transformers import CLIPConfig, PreTrainedConfig
 
-# SPEC §5: canonical class order; 7-class sets use the first 7, 8-class sets the first 8, MAFW all 11.
+# README: Reproducing the paper: canonical class order; 7-class sets use the first 7, 8-class sets the first 8, MAFW all 11.
 EXPRESSION_CLASSES = [
     "happiness",
     "sadness",
@@ -23,13 +23,13 @@ EXPRESSION_CLASSES = [
 ]
 BASIC_EXPRESSIONS = EXPRESSION_CLASSES[:7]
 
-# SPEC §3: the only instruction the paper trains with.
+# README: Faithful to the paper: the only instruction the paper trains with.
 INSTRUCTION = (
     "Please play the role of a facial action describer. "
     "Objectively describe the detailed facial actions of the person in the image."
 )
 
-# SPEC §5: the base templates of the prompt study, in the original's order; "{}" is replaced by the class name.
+# README: Reproducing the paper: the base templates of the prompt study, in the original's order; "{}" is replaced by the class name.
 _TEMPLATES = [
     "an expression of {}.",
     "a photo of a face with an expression of {}.",
@@ -42,7 +42,7 @@ _TEMPLATES = [
     "a cropped photo emphasizing a face expressing {}.",
     "a clean photo showcasing a person's {}.",
 ]
-# SPEC §5 prompt sets as templates. type3 is the one used for the paper's tables; type4/type5 are per-class lists
+# The prompt sets (README: Reproducing the paper) as templates. type3 is the one used for the paper's tables; type4/type5 are per-class lists
 # (ORIGINAL_CLASS_PROMPTS) for the 11 canonical names, these templates for any other label.
 PROMPT_SETS = {
     "type1": ["{}."],
@@ -54,7 +54,7 @@ PROMPT_SETS = {
     "type5-templates": _TEMPLATES,
 }
 
-# Quirk of the original (SPEC §5): hand edits of its type4/type5 lists, class -> {prompt number (1-based): prompt}.
+# Quirk of the original (README: Reproducing the paper): hand edits of its type4/type5 lists, class -> {prompt number (1-based): prompt}.
 _CLASS_PROMPT_EDITS = {
     "happiness": {6: "a photo of a face exuding happiness."},
     "sadness": {
@@ -85,7 +85,7 @@ def _original_class_prompts(templates: list[str]) -> dict[str, list[str]]:
     }
 
 
-# prompt set -> class -> its prompts: the original's per-class lists (SPEC §5), used for the canonical class names.
+# prompt set -> class -> its prompts: the original's per-class lists (README: Reproducing the paper), used for the canonical class names.
 ORIGINAL_CLASS_PROMPTS = {name: _original_class_prompts(PROMPT_SETS[name]) for name in ("type4", "type5")}
 
 ENSEMBLE_MODES = ("logits", "embeddings")
@@ -94,7 +94,7 @@ ENSEMBLE_MODES = ("logits", "embeddings")
 class ExpCLIPConfig(PreTrainedConfig):
     r"""
     Configuration of an [`ExpCLIPModel`]: a frozen CLIP model plus one linear projection into an LLM's embedding
-    space (SPEC §2), together with the zero-shot defaults and the provenance of the projection.
+    space (paper: Method), together with the zero-shot defaults and the provenance of the projection.
 
     Example:
 
@@ -109,12 +109,12 @@ class ExpCLIPConfig(PreTrainedConfig):
     clip_config: dict | CLIPConfig | None = None  # the full frozen CLIP config (text + vision + projection_dim)
     projection_dim: int = 4096  # output width of the head = teacher's embedding width (Flan-T5-XXL d_model)
     projection_bias: bool = False  # the paper's head has no bias
-    loss_scale: float = 100.0  # fixed InfoNCE temperature inverse used in training (SPEC §4)
+    loss_scale: float = 100.0  # fixed InfoNCE temperature inverse used in training (README: Training)
     class_names: list[str] | None = None  # default zero-shot labels; None -> the 7 basic expressions
     prompt_templates: str | list[str] = "type3"  # a PROMPT_SETS name or a list of "{}" templates
     prompt_overrides: dict | None = None  # class name -> its full list of prompts, replacing the templates
     ensemble: str = "logits"  # how several prompts per class combine: "logits" (the paper) or "embeddings"
-    num_segments: int = 16  # frames sampled per video clip at test time (SPEC §5)
+    num_segments: int = 16  # frames sampled per video clip at test time (README: Reproducing the paper)
     clip_model_name_or_path: str | None = None  # provenance: the CLIP checkpoint the head was trained on
     teacher_model_name_or_path: str | None = "Salesforce/blip2-flan-t5-xxl"  # provenance: the LLM teacher
     instruction: str | None = INSTRUCTION  # provenance: the instruction the teacher was given
@@ -146,7 +146,7 @@ class ExpCLIPConfig(PreTrainedConfig):
 def register_pil_image_processor():
     """Make `AutoImageProcessor` give an Exp-CLIP folder CLIP's PIL-backend processor, whatever is installed.
 
-    SPEC §6, §7: the released heads were trained and tested with PIL's bilinear resize; transformers' torchvision
+    README: Reproducing the paper: the released heads were trained and tested with PIL's bilinear resize; transformers' torchvision
     backend (picked whenever torchvision is importable) resizes differently. A saved folder's processor config names
     no class, so AutoImageProcessor takes the class registered for this config, in-process or through the folder's
     own code (`trust_remote_code=True`): this one has only a PIL backend."""

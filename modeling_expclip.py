@@ -1,6 +1,6 @@
 """Exp-CLIP model (Zhao et al., WACV 2025): frozen CLIP + one bias-free linear `projection` into an LLM's space.
 
-Shape of the model (SPEC §2), timm-style: expensive frozen features, then a cheap head.
+Shape of the model (paper: Method), timm-style: expensive frozen features, then a cheap head.
 
     clip_image_embeds = CLIP.get_image_features(pixel_values)     # frozen, cacheable, 512-d or 768-d
     image_embeds      = normalize(projection(clip_image_embeds))  # the only trained part, -> 4096-d
@@ -28,7 +28,7 @@ except ImportError:  # installed with the package as a top-level module
 
 
 def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
-    """Symmetric InfoNCE with in-batch negatives (SPEC §4): 0.5*CE(s*I@T.T) + 0.5*CE(s*T@I.T).
+    """Symmetric InfoNCE with in-batch negatives (README: Training): 0.5*CE(s*I@T.T) + 0.5*CE(s*T@I.T).
 
     Both inputs are L2-normalised, row i of one is the positive of row i of the other.
     """
@@ -38,7 +38,7 @@ def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, sc
 
 
 def sample_segment_indices(num_frames: int, num_segments: int = 16, short_clip: str = "even") -> list[int]:
-    """Test-time frame sampling (SPEC §5): frame `int(tick/2 + tick*k)` of segment k, `tick = num_frames/num_segments`.
+    """Test-time frame sampling (README: Reproducing the paper): frame `int(tick/2 + tick*k)` of segment k, `tick = num_frames/num_segments`.
 
     `short_clip="first_frame"` reproduces the original's quirk of taking frame 0 `num_segments` times for clips with
     `num_segments` frames or fewer; the default samples those evenly, with repetition.
@@ -57,7 +57,7 @@ def build_class_prompts(
     class_names: list[str], prompt_templates: str | list[str] = "type3", prompt_overrides: dict | None = None
 ) -> list[list[str]]:
     """The prompts of each class: `prompt_overrides[name]` if given, else the original's per-class list of a named set
-    that has one (type4/type5, SPEC §5, the 11 canonical names), else every template filled with the class name."""
+    that has one (type4/type5, README: Reproducing the paper, the 11 canonical names), else every template filled with the class name."""
     class_lists = {}
     if isinstance(prompt_templates, str):
         if prompt_templates not in PROMPT_SETS:
@@ -99,7 +99,7 @@ def _layer_norm_out_in_float16(module, args, output):
 class ExpCLIPOutput(ModelOutput):
     r"""
     loss (`torch.Tensor` of shape `()`, *optional*, returned when `target_embeds` is given):
-        Symmetric InfoNCE between `image_embeds` and the teacher's `target_embeds` (SPEC §4).
+        Symmetric InfoNCE between `image_embeds` and the teacher's `target_embeds` (README: Training).
     logits_per_image (`torch.Tensor` of shape `(image_batch_size, text_batch_size)`):
         `exp(logit_scale) * image_embeds @ text_embeds.T`, CLIP's frozen scale (100 for OpenAI CLIP).
     logits_per_text (`torch.Tensor` of shape `(text_batch_size, image_batch_size)`):
@@ -151,7 +151,7 @@ class ExpCLIPPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
     def _init_weights(self, module):
-        # SPEC §2: the head keeps PyTorch's default nn.Linear init; CLIP's modules are initialised by CLIP's own code.
+        # paper: Method: the head keeps PyTorch's default nn.Linear init; CLIP's modules are initialised by CLIP's own code.
         if isinstance(module, nn.Linear):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
@@ -160,7 +160,7 @@ class ExpCLIPPreTrainedModel(PreTrainedModel):
 
 
 class ExpCLIPModel(ExpCLIPPreTrainedModel):
-    """Frozen CLIP + `projection` (SPEC §2). CLIP is locked on construction and stays frozen and in eval mode."""
+    """Frozen CLIP + `projection` (paper: Method). CLIP is locked on construction and stays frozen and in eval mode."""
 
     def __init__(self, config: ExpCLIPConfig, clip: CLIPModel | None = None):
         super().__init__(config)
@@ -209,7 +209,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         return (model, info) if want_info else model
 
     def lock_clip(self):
-        """Freeze every CLIP weight, `logit_scale` included, and keep CLIP in eval mode (SPEC §2)."""
+        """Freeze every CLIP weight, `logit_scale` included, and keep CLIP in eval mode (paper: Method)."""
         self.clip.requires_grad_(False)
         self.clip.eval()
         self._clip_locked = True
@@ -224,7 +224,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         return self
 
     def to_original_precision(self):
-        """The original's test precision on a GPU (SPEC §6): CLIP in float16 as OpenAI's `clip.load` leaves it, every
+        """The original's test precision on a GPU (README: Reproducing the paper): CLIP in float16 as OpenAI's `clip.load` leaves it, every
         LayerNorm computed in float32 (weights float32, input cast up, output cast back to float16), `logit_scale`
         and the head in float32. Call on a float32 model; for inference only."""
         self.clip.half()
@@ -270,7 +270,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
 
     def get_video_features(self, pixel_values: torch.Tensor, use_projection: bool = True) -> torch.Tensor:
         """(batch, frames, 3, H, W) -> (batch, projection_dim): every frame through CLIP and the head, averaged over
-        time, then L2-normalised (SPEC §2)."""
+        time, then L2-normalised (paper: Method)."""
         batch, frames = pixel_values.shape[:2]
         clip_embeds = self.encode_clip_image(pixel_values.flatten(0, 1))
         frame_embeds = self.project(clip_embeds, use_projection, normalize=False).unflatten(0, (batch, frames))
@@ -293,7 +293,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         clip_image_embeds (`torch.Tensor` of shape `(batch, clip_embed_dim)`, *optional*):
             Cached CLIP image embeddings, used instead of `pixel_values` (training on cached features).
         target_embeds (`torch.Tensor` of shape `(batch, projection_dim)`, *optional*):
-            The teacher's L2-normalised targets (SPEC §3); given, the InfoNCE loss of SPEC §4 is returned.
+            The teacher's L2-normalised targets (README: Faithful to the paper); given, the InfoNCE loss of README: Training is returned.
         """
         image_embeds = text_embeds = logits_per_image = logits_per_text = loss = None
         if clip_image_embeds is not None:
@@ -351,7 +351,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         flat = [prompt for class_prompts in prompts for prompt in class_prompts]
         embeds = []
         for start in range(0, len(flat), batch_size):
-            # SPEC §5: CLIP text inputs use context length 77, truncated.
+            # README: Reproducing the paper: CLIP text inputs use context length 77, truncated.
             tokens = tokenizer(
                 flat[start : start + batch_size], padding=True, truncation=True, max_length=77, return_tensors="pt"
             ).to(device)

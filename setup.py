@@ -14,12 +14,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    # The model package is a Hub model repository's code files plus the tools beside them, all `*_expclip.py`.
-    py_modules=sorted(path.stem for path in ROOT.glob("*_expclip*.py")),
-    # eval/ is installed under a name that cannot collide with other top-level packages.
-    packages=["expclip_eval"],
-    package_dir={"expclip_eval": "eval"},
-    package_data={"expclip_eval": ["metrics/*/*.py"]},  # local `evaluate` metric modules (no Hub at run time)
+    # The Hub custom-code pair (copied into every model folder, so it stays top level) and the trainer
+    # (`accelerate launch -m train_expclip`); everything else is the one package `expclip`, `expclip.eval` included.
+    py_modules=["configuration_expclip", "modeling_expclip", "train_expclip"],
+    packages=["expclip", "expclip.eval"],
+    package_data={"expclip.eval": ["metrics/*/*.py"]},  # local `evaluate` metric modules (no Hub at run time)
     install_requires=[
         "torch>=2.4",  # install your torch build first (README); any >=2.4 satisfies this
         "transformers>=5.0,<6",
@@ -43,7 +42,7 @@ setup(
         # the files. Not optimum / optimum-onnx: their releases require transformers<4.58.
         "onnx": ["onnx>=1.18", "onnxruntime>=1.20", "onnxscript>=0.5"],
     },
-    entry_points={"console_scripts": ["expclip=cli_expclip:main"]},
+    entry_points={"console_scripts": ["expclip=expclip.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,4 +1,4 @@
-"""Train Exp-CLIP's projection (SPEC §4): `accelerate launch train_expclip.py --train_dir faces/ --output_dir out/`.
+"""Train Exp-CLIP's projection (README: Training): `accelerate launch train_expclip.py --train_dir faces/ --output_dir out/`.
 
 Read top to bottom: arguments, images, cached features (frozen CLIP + LLM teacher, computed once), model, the HF
 Trainer on cached vectors, then a complete Hub model folder with its model card (and `--push_to_hub`).
@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import transformers
 from accelerate import PartialState
-from expclip_eval.benchmarks import uar_war_results
+from expclip.eval.benchmarks import uar_war_results
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import (
@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from configuration_expclip import INSTRUCTION
-from features_expclip import (
+from expclip.features import (
     FeatureCacheSettings,
     build_feature_cache,
     dataset_image_items,
@@ -51,7 +51,7 @@ from features_expclip import (
     resolve_dtype,
     target_column,
 )
-from inputs_expclip import (
+from expclip.inputs import (
     DTYPES,
     InputError,
     first_line,
@@ -60,8 +60,8 @@ from inputs_expclip import (
     pin_pil_image_processor,
 )
 from modeling_expclip import ExpCLIPModel, contrastive_loss
-from outputs_expclip import MARKER, OutputError, check_output_folder, clear_output, mark_output
-from teacher_expclip import DEFAULT_TEACHER
+from expclip.outputs import MARKER, OutputError, check_output_folder, clear_output, mark_output
+from expclip.teacher import DEFAULT_TEACHER
 
 logger = logging.getLogger("train_expclip")
 
@@ -77,7 +77,7 @@ class ModelArguments:
     teacher_model_name_or_path: str = field(
         default=DEFAULT_TEACHER, metadata={"help": "Any BLIP-2 + T5 checkpoint (Hub id or folder): the LLM teacher."}
     )
-    instruction: str = field(default=INSTRUCTION, metadata={"help": "The instruction given to the teacher (SPEC §3)."})
+    instruction: str = field(default=INSTRUCTION, metadata={"help": "The instruction given to the teacher (README: Faithful to the paper)."})
     original_preprocessing: bool = field(
         default=False,
         metadata={"help": "Quirk of the original: square bilinear resize and raw [0,1] pixels (no mean/std) for CLIP "
@@ -139,7 +139,7 @@ class DataArguments:
 
 @dataclass
 class ExpCLIPTrainingArguments(TrainingArguments):
-    """`TrainingArguments` whose defaults are the paper's recipe (SPEC §4)."""
+    """`TrainingArguments` whose defaults are the paper's recipe (README: Training)."""
 
     global_batch_size: int = field(
         default=512, metadata={"help": "Images per optimiser step over all processes; per device = this / processes."}
@@ -183,7 +183,7 @@ class ExpCLIPTrainingArguments(TrainingArguments):
 
 
 def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: float = 100.0) -> torch.Tensor:
-    """InfoNCE of SPEC §4 over the GLOBAL batch: every rank gathers all ranks' image embeddings and targets.
+    """InfoNCE of README: Training over the GLOBAL batch: every rank gathers all ranks' image embeddings and targets.
 
     Each rank computes the same global loss L; all_gather's backward sums the ranks' gradients into each rank's
     slice (N * dL/dx_local), and DDP then averages over the N ranks, giving exactly one process's dL/dW."""
@@ -197,7 +197,7 @@ def global_contrastive_loss(outputs, labels, num_items_in_batch=None, scale: flo
 class CachedPairs(torch.utils.data.Dataset):
     """The feature cache as tensors, (CLIP image embedding, teacher target) per row. The Trainer's sampler picks the
     rows and `__getitems__` returns the whole batch by one index per tensor: no per-row Arrow reads. Under the dropout
-    quirk (SPEC §3) the cache holds one target per image per epoch, and epoch e trains on draw e (`set_epoch`)."""
+    quirk (README: Faithful to the paper) the cache holds one target per image per epoch, and epoch e trains on draw e (`set_epoch`)."""
 
     def __init__(self, cache: datasets.Dataset, num_draws: int = 1):
         names = ["clip_image_embeds"] + [target_column(epoch) for epoch in range(num_draws)]
@@ -232,7 +232,7 @@ def whole_batch(batch: dict) -> dict:
 
 
 class EpochTargetDataset(torch.utils.data.Dataset):
-    """Quirk (SPEC §3), read row by row from the Arrow cache: one teacher target per image per epoch; epoch e trains on
+    """Quirk (README: Faithful to the paper), read row by row from the Arrow cache: one teacher target per image per epoch; epoch e trains on
     draw e. The Trainer calls `set_epoch` at the start of every epoch (draws are reused in turn if a run has more
     epochs than draws)."""
 
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if (data_args.train_dir is None) == (data_args.dataset_name is None):
         parser.error("give exactly one of --train_dir or --dataset_name")
-    if model_args.paper_recipe:  # the original's run: its preprocessing and its dropout-on teacher (SPEC §3, §4)
+    if model_args.paper_recipe:  # the original's run: its preprocessing and its dropout-on teacher (README: Training; Faithful to the paper)
         model_args.original_preprocessing = model_args.teacher_dropout = True
     eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
     inputs = [data_args.train_dir, data_args.dataset_data_dir, data_args.eval_results,
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         items = dataset_image_items(dataset, source, data_args.image_column)
     logger.info("%d candidate training images in %s", len(items), source)
 
-    # ----- cached features: CLIP image embeddings and teacher targets, computed once per image (SPEC §4)
+    # ----- cached features: CLIP image embeddings and teacher targets, computed once per image (README: Training)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=model_args.clip_model_name_or_path,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
@@ -409,10 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dropout=model_args.teacher_dropout,
         seed=training_args.seed,
         shard_size=data_args.shard_size,
-        # quirk (SPEC §3): fresh dropout masks every epoch, so one target per image per epoch
+        # quirk (README: Faithful to the paper): fresh dropout masks every epoch, so one target per image per epoch
         target_draws=math.ceil(training_args.num_train_epochs) if model_args.teacher_dropout else 1,
         clip_dtype=resolve_dtype(model_args.clip_dtype, state.device),
-        teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (SPEC §3: T5 in bf16)
+        teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (README: Faithful to the paper: T5 in bf16)
     )
     extraction_start = time.perf_counter()
     cache, skipped = build_feature_cache(
@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         instruction=model_args.instruction,
         teacher_dropout=model_args.teacher_dropout,
     )
-    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path, backend="pil")  # SPEC §6
-    if model_args.original_preprocessing:  # the saved folder must preprocess as training did (SPEC §7)
+    processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path, backend="pil")  # README: Reproducing the paper
+    if model_args.original_preprocessing:  # the saved folder must preprocess as training did (README: released heads)
         image_processor = processor.image_processor
         for key, value in original_image_processor_settings(input_side(image_processor)).items():
             setattr(image_processor, key, value)
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(training_args.output_dir)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        pin_pil_image_processor(output_dir)  # SPEC §6: PIL's resize whatever image backend is installed
+        pin_pil_image_processor(output_dir)  # README: Reproducing the paper: PIL's resize whatever image backend is installed
         (output_dir / "skipped_images.txt").write_text("".join(f"{reason}\n" for reason in skipped))
         hyperparameters = {
             "optimizer": f"{getattr(training_args.optim, 'value', training_args.optim)} ({training_args.optim_args})",

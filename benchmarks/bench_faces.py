@@ -10,6 +10,7 @@ detection, preprocessing (the image processor) and the model (`model.classify`).
 three with the model, so stage seconds are summed over processes and can add up to more than the wall-clock total.
 
     python benchmarks/bench_faces.py [--images 100] [--workers N] [--no-faces]
+    python benchmarks/bench_faces.py --small         # 6 photos of 320x240: the suite's run, so the script never rots
 
 A second part times the two face detectors in the same run, on the same photos: YuNet (the default, from
 `--yunet-model`, else `EXPCLIP_YUNET_MODEL`, else `../shared/models/` beside the project) against OpenCV's Haar cascade,
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--no-faces", action="store_true", help="whole images, no face detection")
     parser.add_argument("--yunet-model", default=os.environ.get("EXPCLIP_YUNET_MODEL") or str(SHARED_YUNET),
                         help="YuNet ONNX file (default: EXPCLIP_YUNET_MODEL, else ../shared/models/)")
+    parser.add_argument("--small", action="store_true", help="6 photos of 320x240 (seconds; what the test suite runs)")
     args = parser.parse_args()
+    if args.small:
+        args.images, args.width, args.height = 6, 320, 240
     os.environ["EXPCLIP_YUNET_MODEL"] = args.yunet_model  # the default detector's file: never a download here
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -74,8 +78,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from inputs_expclip import default_num_workers
-    from predict_expclip import ExpCLIPPredictor, collect_items
+    from expclip.inputs import default_num_workers
+    from expclip.predictor import ExpCLIPPredictor, collect_items
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -141,9 +145,10 @@ SHARED_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may
 
 def compare_detectors(model: str, items, args) -> list[tuple]:
     """Per detector, on the same photos: (name, faces found, seconds of detection alone, seconds of predict --faces)."""
-    from faces_expclip import load_detector
-    from inputs_expclip import load_image
-    from predict_expclip import ExpCLIPPredictor, default_workers
+    from expclip.faces import load_detector
+    from expclip.inputs import load_image
+    from expclip.inputs import default_num_workers
+    from expclip.predictor import ExpCLIPPredictor
 
     photos = [np.asarray(load_image(item.source)) for item in items]
     rows = []
@@ -154,7 +159,8 @@ def compare_detectors(model: str, items, args) -> list[tuple]:
         found = sum(len(detector.detect(photo)) for photo in photos)
         alone = time.perf_counter() - start
         predictor = ExpCLIPPredictor.from_pretrained(model, device="cpu", batch_size=args.batch_size,
-                                                     workers=args.workers or default_workers(), detector=name,
+                                                     workers=args.workers or max(2, default_num_workers()),
+                                                     detector=name,
                                                      detector_model=path)
         predictor([items[0].source], faces=True)  # warm-up
         start = time.perf_counter()

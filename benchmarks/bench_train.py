@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py            # CPU: real-size head training + small-size teacher/CLIP/recipe
     python benchmarks/bench_train.py --quick    # fewer pairs, for a smoke run
+    python benchmarks/bench_train.py --small    # 1,024 pairs, 2 batches of teacher/CLIP: the suite's run (seconds)
 
 Rows:
 - head training: 5 epochs over 49,152 cached (CLIP 768-d, target 4096-d) pairs, global batch 512, through the same
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from transformers import Blip2Config, CLIPConfig, CLIPModel, T5Config  # noqa: E402
 
 INSTRUCTION_TOKENS = 28  # the paper's instruction is 27 Flan-T5 tokens + </s>
-PAPER_IMAGES = 49_152  # 96 batches of 512: CAER-S train size with drop_last (SPEC §4)
+PAPER_IMAGES = 49_152  # 96 batches of 512: CAER-S train size with drop_last (README: Training)
 
 
 def random_init_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
@@ -54,7 +55,7 @@ def random_init_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
 
 def build_teacher(config: Blip2Config, device: str, dtype: torch.dtype):
     """ExpCLIPTeacher of the given size with random weights, built on the meta device then materialised on `device`."""
-    from teacher_expclip import ExpCLIPTeacher
+    from expclip.teacher import ExpCLIPTeacher
 
     for sub_config in (config.vision_config, config.qformer_config, config.text_config):
         sub_config._attn_implementation = "sdpa"
@@ -180,23 +181,26 @@ def print_table(rows: list[tuple[str, str, str]]):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4,096 pairs instead of 49,152 (smoke run)")
+    parser.add_argument("--small", action="store_true",
+                        help="1,024 pairs and 2 small batches of images (seconds; what the test suite runs)")
     args = parser.parse_args()
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     rows = [("measure (CPU, %d threads)" % threads, "value", "target")]
 
-    num_pairs = 4096 if args.quick else PAPER_IMAGES
+    num_pairs = 1024 if args.small else 4096 if args.quick else PAPER_IMAGES
+    batch, num_batches = (2, 1) if args.small else (None, 3)
     seconds, first_loss, last_loss = bench_head_training(num_pairs)
     rows.append((f"head training, 5 epochs x {num_pairs:,} pairs 768->4096, batch 512", f"{seconds:.1f} s "
                  f"(loss {first_loss:.2f} -> {last_loss:.2f})", "<= 120 s" if num_pairs == PAPER_IMAGES else "-"))
 
     teacher_config, clip_config = small_configs()
     teacher = build_teacher(teacher_config, "cpu", torch.float32)
-    teacher_rate = images_per_second(teacher, 16, 3, 224, "cpu")
+    teacher_rate = images_per_second(teacher, batch or 16, num_batches, 224, "cpu")
     params = sum(p.numel() for p in teacher.parameters()) / 1e6
     rows.append((f"teacher targets, small BLIP-2-T5 ({params:.0f}M params, fp32)", f"{teacher_rate:.1f} img/s", "-"))
     clip = build_clip(clip_config, "cpu")
-    clip_rate = images_per_second(clip.encode_clip_image, 32, 3, 224, "cpu")
+    clip_rate = images_per_second(clip.encode_clip_image, batch or 32, num_batches, 224, "cpu")
     params = sum(p.numel() for p in clip.clip.vision_model.parameters()) / 1e6
     rows.append((f"CLIP image features, small ViT/32 ({params:.0f}M vision params)", f"{clip_rate:.1f} img/s", "-"))
 

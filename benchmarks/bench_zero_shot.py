@@ -6,7 +6,7 @@ Same model, same images, same labels and prompts, same run, same device and prec
 processor; both sides load it from there. The tokenizer is a real CLIP byte-level BPE built offline whose merges spell
 the prompt words whole, so prompts have about the token counts of the real CLIP tokenizer.
 
-Two workloads (SPEC §5), 7 basic expressions:
+Two workloads (README: Reproducing the paper), 7 basic expressions:
 - type3: one prompt per class, the paper's tables. The pipeline gets the labels and the type3 template.
 - type5: the 10-prompt ensemble, combined by logit averaging. The pipeline gets all 70 prompts as candidate labels;
   averaging its log-probabilities per class and re-normalising gives exactly the logit-averaged probabilities.
@@ -21,6 +21,7 @@ preprocesses each image in the input pipeline's worker processes, batches ahead 
 
     python benchmarks/bench_zero_shot.py [--images 32] [--ensemble-images 16] [--single-images 8] [--batch-size 32]
                                          [--dtype float32|bfloat16|float16] [--device cpu|cuda] [--threads N]
+    python benchmarks/bench_zero_shot.py --small   # a tiny CLIP, 4 images: the suite's run, so the script never rots
 """
 
 import argparse
@@ -45,9 +46,9 @@ from transformers import (
 )
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
-from inputs_expclip import DTYPES, default_num_workers
+from expclip.inputs import DTYPES, default_num_workers
 from modeling_expclip import ExpCLIPModel, build_class_prompts
-from predict_expclip import ExpCLIPPredictor
+from expclip.predictor import ExpCLIPPredictor
 
 
 def word_level_clip_tokenizer(texts) -> CLIPTokenizer:
@@ -70,18 +71,25 @@ def word_level_clip_tokenizer(texts) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def save_b32_sized_expclip(folder: Path) -> Path:
+def save_b32_sized_expclip(folder: Path, small: bool = False) -> Path:
+    """CLIP ViT-B/32-sized (`--small`: a tiny CLIP of the same architecture at 32 px) with random weights + the head."""
     prompts = [p for ps in build_class_prompts(BASIC_EXPRESSIONS, "type5") for p in ps] + PROMPT_SETS["type3"]
     tokenizer = word_level_clip_tokenizer(prompts)
     config = CLIPConfig()  # ViT-B/32 at 224 px, 512-d joint space
+    if small:
+        tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+        config = CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 32, "patch_size": 8},
+                            projection_dim=16)
     config.text_config.vocab_size = len(tokenizer)
     config.text_config.bos_token_id = tokenizer.bos_token_id
     config.text_config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(folder / "clip")
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     processor.save_pretrained(folder / "clip")
-    model = ExpCLIPModel.from_clip(str(folder / "clip"), projection_dim=4096)
+    model = ExpCLIPModel.from_clip(str(folder / "clip"), projection_dim=64 if small else 4096)
     model.save_pretrained(folder / "expclip")
     processor.save_pretrained(folder / "expclip")
     return folder / "expclip"
@@ -163,14 +171,18 @@ def main():
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="precision of both sides (default float32)")
     parser.add_argument("--device", default="cpu", help="device of both sides (default cpu)")
+    parser.add_argument("--small", action="store_true",
+                        help="a tiny CLIP and a handful of images (seconds; what the test suite runs)")
     args = parser.parse_args()
+    if args.small:
+        args.images, args.ensemble_images, args.single_images, args.batch_size, args.repeats = 4, 2, 2, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.set_verbosity_error()
     batch = args.batch_size
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_b32_sized_expclip(Path(tmp))
+        folder = save_b32_sized_expclip(Path(tmp), small=args.small)
         dtype = getattr(torch, args.dtype)
         classifier = pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True,
                               dtype=dtype, device=args.device)
@@ -217,7 +229,7 @@ def main():
 
     on_gpu = args.device.startswith("cuda")
     device = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} CPU threads"
-    print(f"CLIP ViT-B/32-sized Exp-CLIP, random weights, {args.dtype}, 640x480 images, 7 classes, "
+    print(f"CLIP {'tiny (--small)' if args.small else 'ViT-B/32-sized'} Exp-CLIP, random weights, {args.dtype}, 640x480 images, 7 classes, "
           f"{device}, torch {torch.__version__}, best of {args.repeats}")
     print(f"{'prompts':<8} {'method':<50} {'images':>6} {'seconds':>8} {'img/s':>7} {'x 1/call':>9} {'x batched':>10}")
     for prompt_set, name, count, seconds, vs_single, vs_batched in rows:

@@ -151,7 +151,7 @@ def save_teacher(config: Blip2Config, folder: Path, device: str, dtype: torch.dt
 @torch.no_grad()
 def authors_targets(teacher, pixel_values: torch.Tensor) -> torch.Tensor:
     """The original's precision (LAVIS BLIP-2 T5): EVA ViT fp16, Q-Former fp32, T5 bf16, the module in train mode, so
-    dropout is on (SPEC §3). Same steps as `ExpCLIPTeacher.forward`: the original's speed, not its exact target."""
+    dropout is on (README: Faithful to the paper). Same steps as `ExpCLIPTeacher.forward`: the original's speed, not its exact target."""
     image_embeds = teacher.vision_model(pixel_values=pixel_values.half()).last_hidden_state
     query_tokens = teacher.query_tokens.expand(image_embeds.shape[0], -1, -1)
     query_output = teacher.qformer(
@@ -309,7 +309,7 @@ def main():
         # 4b. expclip predict on the trained model folder
         predict_dtype = "float16" if gpu else "float32"
         predict_seconds = run([
-            sys.executable, "-m", "cli_expclip", "predict", photos, "--model", tmp / "model", "--format", "jsonl",
+            sys.executable, "-m", "expclip", "predict", photos, "--model", tmp / "model", "--format", "jsonl",
             "--output", tmp / "predictions.jsonl", "--batch-size", batches["predict"], "--dtype", predict_dtype,
         ], tmp / "predict.log", env)
         predicted = len((tmp / "predictions.jsonl").read_text().splitlines())

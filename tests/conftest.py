@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import save_tiny_clip  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
+PROJECTION_DIM = 24  # the converted test model's head width
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -134,3 +136,36 @@ def face_images_dir(tmp_path_factory) -> Path:
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "nested" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     return folder
+
+
+# ----- one converted and one exported model for the whole run ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def converted_dir(tmp_path_factory, tiny_clip_dir) -> Path:
+    """A converted tiny Exp-CLIP model: the original's no-normalise square resize, provenance in its config."""
+    from expclip.models import convert_original_head
+    from tiny_models import CLIP_EMBED_DIM
+
+    work = tmp_path_factory.mktemp("converted")
+    weight = torch.randn(PROJECTION_DIM, CLIP_EMBED_DIM, generator=torch.Generator().manual_seed(12))
+    torch.save({"mlp.weight": weight}, work / "ExpCLIP_T_model.pth")
+    return convert_original_head(work / "ExpCLIP_T_model.pth", tiny_clip_dir, work / "expclip-t")
+
+
+@pytest.fixture(scope="session")
+def clip_export(tmp_path_factory, converted_dir):
+    """`expclip export --to clip` of the converted model, through the real command: (result, folder)."""
+    work = tmp_path_factory.mktemp("export-clip")
+    result = run_command(EXPCLIP, "export", converted_dir, "--to", "clip", "--output", work / "clip", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, work / "clip"
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory, converted_dir):
+    """`expclip export --to onnx` of the converted model, through the real command: (result, folder)."""
+    work = tmp_path_factory.mktemp("export-onnx")
+    result = run_command(EXPCLIP, "export", converted_dir, "--to", "onnx", "--output", work / "onnx", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, work / "onnx"

@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO_ROOT, run_command
 from PIL import Image
 
-from faces_expclip import Box
+from expclip.faces import Box
 
 ASTRONAUT_FACE = Box(177, 66, 95, 95)  # Eileen Collins' face in skimage's astronaut photo
 YUNET_FILE = REPO_ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
@@ -124,7 +124,7 @@ def browser():
 
 
 def test_expclip_app_serves_the_page(tiny_expclip_dir, tmp_path):
-    process, url = start_app([sys.executable, "-m", "cli_expclip", "app", "--model", tiny_expclip_dir,
+    process, url = start_app([sys.executable, "-m", "expclip", "app", "--model", tiny_expclip_dir,
                               "--host", "127.0.0.1"], tmp_path / "app.log")
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -136,8 +136,8 @@ def test_expclip_app_serves_the_page(tiny_expclip_dir, tmp_path):
 
 def test_expclip_app_without_gradio_says_what_to_install_in_one_line():
     # A real subprocess in which `import gradio` fails, as it does where the extra is not installed.
-    result = run_command(sys.executable, "-c", "import sys; sys.modules['gradio'] = None; import cli_expclip; "
-                         "sys.exit(cli_expclip.main(['app', '--model', 'unused']))", cwd=REPO_ROOT)
+    result = run_command(sys.executable, "-c", "import sys; sys.modules['gradio'] = None; from expclip import cli; "
+                         "sys.exit(cli.main(['app', '--model', 'unused']))", cwd=REPO_ROOT)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("expclip app: the app needs Gradio") and 'pip install -e ".[app]"' in line

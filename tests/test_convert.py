@@ -1,19 +1,17 @@
-"""`expclip convert`: the authors' `.pth` head (SPEC §7) -> a complete Hub folder with the original preprocessing."""
+"""`expclip convert`: the authors' `.pth` head (README: released heads) -> a complete Hub folder with the original preprocessing."""
 
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
+from conftest import EXPCLIP, run_command
 from PIL import Image
 from tiny_models import CLIP_EMBED_DIM, IMAGE_SIZE
 from transformers import AutoModel, AutoProcessor, CLIPModel, CLIPTokenizer
 
-EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
 PROJECTION_DIM = 24
 PROMPTS = ["a photo of a face with an expression of happiness.", "a photo of a face with an expression of anger."]
 
@@ -116,7 +114,7 @@ def test_convert_rejects_a_bad_head_with_one_line_and_writes_nothing(tmp_path, t
 
 
 def test_convert_rejects_a_file_that_is_not_a_tensor_pickle(tmp_path, tiny_clip_dir, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     not_a_pickle = tmp_path / "notes.pth"
     not_a_pickle.write_text("these are not weights\n")
@@ -136,7 +134,7 @@ def test_convert_rejects_a_file_that_is_not_a_tensor_pickle(tmp_path, tiny_clip_
 
 
 def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir, head_weight, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     head = save_original_head(tmp_path / "head.pth", head_weight)
     (tmp_path / "out").mkdir()
@@ -147,7 +145,7 @@ def test_convert_refuses_to_overwrite_an_existing_folder(tmp_path, tiny_clip_dir
 
 
 def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path, head_weight, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     head = save_original_head(tmp_path / "head.pth", head_weight)
     (tmp_path / "not-clip").mkdir()
@@ -157,7 +155,7 @@ def test_convert_rejects_a_clip_argument_that_is_not_a_clip_checkpoint(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-# SPEC §6: the released heads were tested with PIL's bilinear resize; a converted folder keeps it even where
+# README: Reproducing the paper: the released heads were tested with PIL's bilinear resize; a converted folder keeps it even where
 # torchvision is installed (transformers would otherwise pick its torchvision backend, whose resize differs).
 LOAD_WITH_TORCHVISION = """
 import json, sys

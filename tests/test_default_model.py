@@ -14,7 +14,7 @@ import torch
 from conftest import CountingHandler
 from tiny_models import CLIP_EMBED_DIM
 
-from convert_expclip_original import ModelFetchError, resolve_model
+from expclip.models import ModelFetchError, resolve_model
 from modeling_expclip import ExpCLIPModel
 
 

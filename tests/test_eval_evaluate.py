@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_command
-from expclip_eval.prepare import prepare
+from expclip.eval.prepare import prepare
 from PIL import Image
 
 BENCHMARK_COLUMNS = "| model | RAF-DB | AffectNet-7 | AffectNet-8 | FERPlus | DFEW | FERV39k | MAFW | AFEW |"
 
 
 def evaluate_command(*args):
-    return run_command(sys.executable, "-m", "cli_expclip", "evaluate", *args)
+    return run_command(sys.executable, "-m", "expclip", "evaluate", *args)
 
 
 def hand_scores(predictions, labels):
@@ -103,7 +103,8 @@ def test_prompts_all_gives_the_five_rows_of_the_prompt_study(image_run):
 
 
 def test_prompt_study_rows_use_exactly_the_originals_prompt_lists(image_run):
-    """SPEC §5: type1-type3 templates, type4/type5 the original's per-class lists (SPEC's text, in test_prompts)."""
+    """The prompt sets (README: Reproducing the paper): type1-type3 templates, type4/type5 the original's per-class
+    lists (written out in test_prompts)."""
     from test_prompts import ORIGINAL_TYPE4, ORIGINAL_TYPE5
 
     _, results, _, _ = image_run
@@ -214,7 +215,7 @@ def test_results_table_has_the_papers_columns_and_a_row_per_model_and_prompt_set
 
 
 def test_results_table_shows_the_released_head_logs_and_the_papers_table_labelled(image_run):
-    """SPEC §6: under our rows, the released heads' logs (15 rows, the converted heads' target), then the paper's
+    """README: Reproducing the paper: under our rows, the released heads' logs (15 rows, the converted heads' target), then the paper's
     table (the retrained heads' target), each under its own label."""
     _, _, output, _ = image_run
     lines = (output / "results.md").read_text().splitlines()
@@ -251,9 +252,9 @@ def test_update_card_writes_a_model_index_that_round_trips(image_run, model_dir)
 
 
 def test_sixteen_frame_indices_for_clip_lengths_5_16_17_144(tmp_path):
-    from expclip_eval.evaluate import BenchmarkPixels
+    from expclip.eval.evaluate import BenchmarkPixels
 
-    def spec(num_frames):  # SPEC §5: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16
+    def spec(num_frames):  # README: Reproducing the paper: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16
         tick = num_frames / 16
         return [int(tick / 2 + tick * k) for k in range(16)]
 
@@ -274,11 +275,11 @@ def test_sixteen_frame_indices_for_clip_lengths_5_16_17_144(tmp_path):
 
 
 def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_expclip_dir):
-    """One CLIP pass serves every row: head(mean of frame features) == mean of head(frame features) (SPEC §2)."""
-    from expclip_eval.evaluate import BenchmarkPixels, clip_embeddings
+    """One CLIP pass serves every row: head(mean of frame features) == mean of head(frame features) (paper: Method)."""
+    from expclip.eval.evaluate import BenchmarkPixels, clip_embeddings
     from transformers import AutoProcessor
 
-    from inputs_expclip import InputPipeline
+    from expclip.inputs import InputPipeline
     from modeling_expclip import ExpCLIPModel
 
     model = ExpCLIPModel.from_pretrained(tiny_expclip_dir)
@@ -301,7 +302,7 @@ def test_cached_clip_features_score_exactly_like_model_classify(tmp_path, tiny_e
 
 
 def test_face_box_is_cropped_before_the_image_processor(tmp_path, tiny_expclip_dir):
-    from expclip_eval.evaluate import BenchmarkPixels
+    from expclip.eval.evaluate import BenchmarkPixels
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_expclip_dir).image_processor
@@ -324,7 +325,7 @@ def test_bfloat16_run_records_its_dtype_and_scores_every_item(image_run, tmp_pat
 
 
 def test_original_mixed_precision_run_records_its_dtype_and_predicts_as_float32(image_run, tmp_path, model_dir):
-    """SPEC §6: --dtype float16-mixed is the original's GPU precision (float16 CLIP, float32 LayerNorm and head)."""
+    """README: Reproducing the paper: --dtype float16-mixed is the original's GPU precision (float16 CLIP, float32 LayerNorm and head)."""
     _, full, _, prepared = image_run
     result = evaluate_command("--model", model_dir, "--benchmark", "raf-db", "--data", prepared, "--dtype",
                               "float16-mixed", "--prompts", "type3", "--output", tmp_path)
@@ -350,8 +351,8 @@ def test_unknown_benchmark_is_a_one_line_error(tmp_path, model_dir):
 
 
 def test_data_prepared_for_another_benchmark_is_refused(image_run):
-    from expclip_eval.benchmarks import get_benchmark
-    from expclip_eval.evaluate import EvaluateError, load_prepared
+    from expclip.eval.benchmarks import get_benchmark
+    from expclip.eval.evaluate import EvaluateError, load_prepared
 
     _, _, _, prepared = image_run
     with pytest.raises(EvaluateError, match="prepared for raf-db, not affectnet-7"):

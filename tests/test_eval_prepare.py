@@ -1,4 +1,4 @@
-"""`expclip prepare` on small fake releases in each official layout: canonical labels, folds, the SPEC §5 checks,
+"""`expclip prepare` on small fake releases in each official layout: canonical labels, folds, the README: Reproducing the paper checks,
 and one-line reports for bad rows and bad input. Every release is prepared once by a real `expclip prepare`
 subprocess (two at a time) in a module-scoped fixture; each test then reads the prepared dataset or the output."""
 
@@ -10,13 +10,13 @@ import datasets
 import fake_releases as fake
 import pytest
 from conftest import run_command
-from expclip_eval.prepare import prepare
+from expclip.eval.prepare import prepare
 
 CANONICAL = fake.CANONICAL
 
 
 def prepare_command(benchmark, source, output, *extra):
-    return run_command(sys.executable, "-m", "cli_expclip", "prepare", "--benchmark", benchmark, "--source", source,
+    return run_command(sys.executable, "-m", "expclip", "prepare", "--benchmark", benchmark, "--source", source,
                        "--output", output, *extra)
 
 
@@ -213,7 +213,7 @@ def test_missing_label_file_is_a_one_line_error_naming_what_was_looked_for(tmp_p
 ])
 def test_strict_passes_on_the_original_clip_lists_of_spec_sizes(tmp_path, benchmark, num_classes, sizes,
                                                                  fold1_counts):
-    """SPEC §5 sizes (MAFW 1,839 / 1,837 / 1,833 / 1,832 / 1,831, AFEW 381) from lists without a final newline."""
+    """README: Reproducing the paper sizes (MAFW 1,839 / 1,837 / 1,833 / 1,832 / 1,831, AFEW 381) from lists without a final newline."""
     lists = fake.make_clip_lists(tmp_path / "release", benchmark, sizes, {min(sizes): fold1_counts}, num_classes)
     result = prepare_command(benchmark, tmp_path / "release", tmp_path / "out", "--strict", "--annotation", *lists)
     assert result.returncode == 0, result.stderr
@@ -233,7 +233,7 @@ def test_prepare_does_not_need_datasets_to_hash_the_table(tmp_path):
         "    if isinstance(value, table.Table): raise pickle.PicklingError(\"Can't pickle <class 'MonthDayNano'>\")\n"
         "    return original(cls, value)\n"
         "fingerprint.Hasher.hash = classmethod(hash)\n"
-        "import cli_expclip; sys.exit(cli_expclip.main(sys.argv[1:]))\n"
+        "from expclip import cli; sys.exit(cli.main(sys.argv[1:]))\n"
     )
     result = run_command(sys.executable, "-c", failing_hasher, "prepare", "--benchmark", "raf-db", "--source", rafdb,
                          "--output", tmp_path / "out")

@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HIDE_EXPCLIP, run_command
+from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, run_command
 from PIL import Image
-from tiny_models import CLIP_EMBED_DIM
 from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor
 
 from configuration_expclip import BASIC_EXPRESSIONS
-from convert_expclip_original import convert_original_head
 from modeling_expclip import ExpCLIPModel, build_class_prompts
 
-EXPCLIP = Path(sys.executable).with_name("expclip")  # the installed console command beside this interpreter
-PROJECTION_DIM = 24
 TYPE3 = "a photo of a face with an expression of {}."
 FRAMES = ["astronaut.jpg", "lfw face.png", "coffee.jpg"]
 
@@ -63,34 +59,9 @@ def one_line_error(result) -> str:
 
 
 @pytest.fixture(scope="module")
-def converted_dir(tmp_path_factory, tiny_clip_dir) -> Path:
-    """A converted tiny Exp-CLIP model: the original's no-normalise square resize, provenance in its config."""
-    work = tmp_path_factory.mktemp("converted")
-    weight = torch.randn(PROJECTION_DIM, CLIP_EMBED_DIM, generator=torch.Generator().manual_seed(12))
-    torch.save({"mlp.weight": weight}, work / "ExpCLIP_T_model.pth")
-    return convert_original_head(work / "ExpCLIP_T_model.pth", tiny_clip_dir, work / "expclip-t")
-
-
-@pytest.fixture(scope="module")
 def expclip(converted_dir):
     """The Exp-CLIP model and processor the exports must agree with."""
     return ExpCLIPModel.from_pretrained(converted_dir).eval(), CLIPProcessor.from_pretrained(converted_dir)
-
-
-@pytest.fixture(scope="module")
-def clip_export(tmp_path_factory, converted_dir):
-    work = tmp_path_factory.mktemp("export-clip")
-    result = run_command(EXPCLIP, "export", converted_dir, "--to", "clip", "--output", work / "clip", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, work / "clip"
-
-
-@pytest.fixture(scope="module")
-def onnx_export(tmp_path_factory, converted_dir):
-    work = tmp_path_factory.mktemp("export-onnx")
-    result = run_command(EXPCLIP, "export", converted_dir, "--to", "onnx", "--output", work / "onnx", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, work / "onnx"
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +232,7 @@ def test_onnx_zero_shot_with_the_stored_classifier_equals_expclip(onnx_export, e
 
 def test_python_export_to_float16_onnx_is_named_for_transformers_js_and_close(tmp_path, converted_dir, expclip,
                                                                            photo_dir):
-    from export_expclip import export_model
+    from expclip.export import export_model
 
     output = export_model(str(converted_dir), tmp_path / "onnx-fp16", to="onnx", dtype="float16", prompt_sets=["type3"])
     assert output == tmp_path / "onnx-fp16"
@@ -288,7 +259,7 @@ def test_refuses_a_clip_folder_that_is_not_an_expclip_model(tmp_path, tiny_clip_
 
 
 def test_refuses_a_folder_without_a_model_or_a_missing_one(tmp_path, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "face.jpg").write_bytes(b"not a model")
@@ -316,7 +287,7 @@ def test_refuses_an_existing_non_empty_output_without_overwrite(tmp_path, conver
 
 
 def test_overwrite_never_replaces_a_folder_export_did_not_write(tmp_path, converted_dir, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     output = tmp_path / "out"
     output.mkdir()
@@ -345,7 +316,7 @@ def test_onnx_without_the_onnx_packages_says_what_to_install(tmp_path, converted
 
 
 def test_bad_labels_or_prompt_template_is_one_line_and_writes_nothing(tmp_path, converted_dir, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     refusals = {
         ("--prompts", "a face without a slot.|{} face."): "must hold exactly one '{}' for the class name",
@@ -392,7 +363,7 @@ def test_labels_and_prompts_choose_the_stored_classifier(relabelled, expclip):
 
 
 def test_export_model_raises_export_error_and_writes_nothing(tmp_path, tiny_clip_dir):
-    from export_expclip import ExportError, export_model
+    from expclip.export import ExportError, export_model
 
     with pytest.raises(ExportError, match="not an Exp-CLIP model"):
         export_model(str(tiny_clip_dir), tmp_path / "out")
@@ -402,7 +373,7 @@ def test_export_model_raises_export_error_and_writes_nothing(tmp_path, tiny_clip
 
 
 def test_a_failed_check_keeps_nothing(tmp_path, converted_dir, monkeypatch):
-    import export_expclip
+    import expclip.export as export_expclip
 
     monkeypatch.setitem(export_expclip.TOLERANCE, "float32", -1.0)  # no difference can pass: the check must refuse
     with pytest.raises(export_expclip.ExportError, match="check failed: CLIPModel image_embeds differs"):

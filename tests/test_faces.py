@@ -8,7 +8,7 @@ import pytest
 from conftest import run_command
 from PIL import Image
 
-from faces_expclip import Box, DetectorError, HaarFaceDetector, crop_face, load_detector
+from expclip.faces import Box, DetectorError, HaarFaceDetector, crop_face, load_detector
 
 ASTRONAUT_FACE = Box(177, 66, 95, 95)  # Eileen Collins' face in skimage's astronaut photo
 
@@ -109,7 +109,7 @@ def faces_run(tmp_path_factory, tiny_expclip_dir, photo_dir):
     two.paste(Image.fromarray(data.astronaut()).resize((256, 256)), (600, 100))
     two.save(folder / "two faces.png")
     annotated = folder / "annotated"
-    result = run_command(sys.executable, "-m", "cli_expclip", "predict", photo_dir, folder / "two faces.png",
+    result = run_command(sys.executable, "-m", "expclip", "predict", photo_dir, folder / "two faces.png",
                          "--faces", "--model", tiny_expclip_dir, "--format", "json", "--annotate", annotated)
     return result, json.loads(result.stdout or "[]"), annotated
 

@@ -1,4 +1,4 @@
-"""The input pipeline (`inputs_expclip.InputPipeline`): order, bad items and worker processes, and the opt-in
+"""The input pipeline (`expclip.inputs.InputPipeline`): order, bad items and worker processes, and the opt-in
 on-device normalisation, on real photos."""
 
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from inputs_expclip import ImagePreprocessing, InputPipeline, load_image
+from expclip.inputs import ImagePreprocessing, InputPipeline, load_image
 
 
 def _read(path) -> dict:
@@ -69,7 +69,7 @@ def test_on_device_normalisation_equals_the_processor_within_float_rounding(tiny
 
 
 def test_normalize_on_device_moves_probabilities_by_less_than_1e_5(tiny_expclip_dir, photo_dir):
-    from predict_expclip import ExpCLIPPredictor
+    from expclip.predictor import ExpCLIPPredictor
 
     paths = sorted(photo_dir.iterdir())
     records = {}

@@ -1,5 +1,5 @@
-"""ExpCLIPModel: frozen CLIP + one linear head (SPEC §2), the InfoNCE loss (§4), zero-shot prompt ensembles and video
-sampling (§5), against direct computations with a tiny real CLIP."""
+"""ExpCLIPModel: frozen CLIP + one linear head (paper: Method), the InfoNCE loss (README: Training), zero-shot prompt ensembles and video
+sampling (README: Reproducing the paper), against direct computations with a tiny real CLIP."""
 
 import pytest
 import torch
@@ -41,7 +41,7 @@ def clip(tiny_clip_dir):
     return CLIPModel.from_pretrained(tiny_clip_dir).eval()
 
 
-# ----- freezing (SPEC §2): only the projection ever learns --------------------------------------------------------
+# ----- freezing (paper: Method): only the projection ever learns --------------------------------------------------------
 
 
 def fresh_model(tiny_clip_dir, tiny_expclip_dir, how):
@@ -55,7 +55,7 @@ def fresh_model(tiny_clip_dir, tiny_expclip_dir, how):
 def test_sgd_on_the_loss_changes_only_the_projection(tiny_clip_dir, tiny_expclip_dir, how):
     model = fresh_model(tiny_clip_dir, tiny_expclip_dir, how)
     before, projection_before = clip_state(model), model.projection.weight.detach().clone()
-    # SPEC §4 optimiser over ALL parameters: weight decay would move CLIP if any CLIP weight had a gradient.
+    # README: Training optimiser over ALL parameters: weight decay would move CLIP if any CLIP weight had a gradient.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
     for step in range(3):
         loss = model(pixel_values=batch_of_images(4, seed=step), target_embeds=teacher_targets(4, seed=step)).loss
@@ -94,7 +94,7 @@ def test_trainer_steps_on_cached_vectors_change_only_the_projection(tiny_clip_di
     assert model.clip.training is False
 
 
-# ----- the loss (SPEC §4) -----------------------------------------------------------------------------------------
+# ----- the loss (README: Training) -----------------------------------------------------------------------------------------
 
 
 def test_contrastive_loss_is_the_symmetric_info_nce_by_hand():
@@ -121,7 +121,7 @@ def test_forward_loss_is_the_info_nce_of_projected_images_and_targets(model):
     assert output.loss.item() == pytest.approx(contrastive_loss(projected, targets, 100.0).item(), rel=1e-5)
 
 
-# ----- zero-shot scoring and prompt ensembles (SPEC §2, §5) -------------------------------------------------------
+# ----- zero-shot scoring and prompt ensembles (paper: Method; README: Reproducing the paper) -------------------------------------------------------
 
 
 def direct_prompt_embeds(clip, tokenizer, head, prompts):
@@ -182,7 +182,7 @@ def test_without_projection_scores_are_plain_clip(model, clip, tokenizer):
     assert torch.allclose(logits, expected, atol=1e-4)
 
 
-# ----- video (SPEC §2, §5) ----------------------------------------------------------------------------------------
+# ----- video (paper: Method; README: Reproducing the paper) ----------------------------------------------------------------------------------------
 
 
 def test_video_embeds_average_projected_frames_before_normalising(model, clip):
@@ -264,7 +264,7 @@ def test_config_round_trip_keeps_labels_prompts_and_provenance(model, tmp_path):
     assert loaded.clip_config.vision_config.image_size == IMAGE_SIZE
 
 
-# ----- the original's precision on a GPU (SPEC §6) ----------------------------------------------------------------
+# ----- the original's precision on a GPU (README: Reproducing the paper) ----------------------------------------------------------------
 
 
 def test_original_precision_runs_layernorm_and_head_in_float32_and_the_rest_in_float16(tiny_expclip_dir):
@@ -285,7 +285,7 @@ def test_original_precision_runs_layernorm_and_head_in_float32_and_the_rest_in_f
         expected = torch.float32 if id(parameter) in ln_params or name in ("projection.weight", "clip.logit_scale") \
             else torch.float16
         assert parameter.dtype == expected, name
-    # every LayerNorm computed in float32, its output handed on in float16 (SPEC §6: OpenAI CLIP's LayerNorm)
+    # every LayerNorm computed in float32, its output handed on in float16 (README: Reproducing the paper: OpenAI CLIP's LayerNorm)
     assert set(seen) == set(layer_norms) and set(seen.values()) == {(torch.float32, torch.float16)}
 
 

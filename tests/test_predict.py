@@ -23,12 +23,12 @@ import torch
 from conftest import run_command
 from PIL import Image
 
-from inputs_expclip import first_line, load_image
-from predict_expclip import ExpCLIPPredictor, collect_items, parse_prompts
+from expclip.inputs import first_line, load_image
+from expclip.predictor import ExpCLIPPredictor, collect_items, parse_prompts
 
 
 def predict(*args, env=None):
-    return run_command(sys.executable, "-m", "cli_expclip", "predict", *args, env=env)
+    return run_command(sys.executable, "-m", "expclip", "predict", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ class PidRecordingDetector:
     """The real Haar detector, noting (as a file, from whichever process runs it) the process id of each detection."""
 
     def __init__(self, folder, delay=0.0):
-        from faces_expclip import HaarFaceDetector
+        from expclip.faces import HaarFaceDetector
 
         self.haar, self.folder, self.delay = HaarFaceDetector(), folder, delay
 
@@ -300,7 +300,7 @@ def test_ctrl_c_at_the_progress_bar_stops_with_one_line_and_status_130(tmp_path,
         Image.fromarray(np.full((8, 8, 3), i % 256, np.uint8)).save(folder / f"{i:04d}.png")
     master, terminal = pty.openpty()  # stderr on an 80-column terminal, as for a user: the progress bar shows
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    command = [sys.executable, "-m", "cli_expclip", "predict", str(folder), "--model", str(tiny_expclip_dir)]
+    command = [sys.executable, "-m", "expclip", "predict", str(folder), "--model", str(tiny_expclip_dir)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
     assert b"/3000" in read_terminal(master, b"/3000", 120)  # predicting has begun

@@ -97,7 +97,7 @@ def inputs_run(tmp_path_factory, tiny_expclip_dir):
 
     folder = tmp_path_factory.mktemp("inputs")
     arguments = write_inputs(folder, data.astronaut())
-    result = run_command(sys.executable, "-m", "cli_expclip", "predict", *arguments, "--model", tiny_expclip_dir,
+    result = run_command(sys.executable, "-m", "expclip", "predict", *arguments, "--model", tiny_expclip_dir,
                          "--format", "json", "--batch-size", "4", "--workers", "2")
     records = {Path(record["source"]).name: record for record in json.loads(result.stdout)}
     return result, records, arguments
@@ -106,7 +106,7 @@ def inputs_run(tmp_path_factory, tiny_expclip_dir):
 def test_zero_and_two_worker_processes_give_identical_records_and_lines_in_input_order(inputs_run,
                                                                                       tiny_expclip_dir):
     result, _, arguments = inputs_run
-    in_process = run_command(sys.executable, "-m", "cli_expclip", "predict", *arguments, "--model", tiny_expclip_dir,
+    in_process = run_command(sys.executable, "-m", "expclip", "predict", *arguments, "--model", tiny_expclip_dir,
                              "--format", "json", "--batch-size", "4", "--workers", "0")
     assert in_process.returncode == result.returncode == 1
     records = json.loads(result.stdout)

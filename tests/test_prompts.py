@@ -1,4 +1,4 @@
-"""The original's type4 and type5 prompt lists (SPEC §5), written out string by string from SPEC as data, against
+"""The original's type4 and type5 prompt lists (README: Reproducing the paper), written out string by string as data, against
 what the public API builds (`model.text_classifier(...).prompts`) for the 11-class list and its 7- and 8-class
 prefixes; labels outside the 11 names get the plain templates; the plain-template sets keep their own names."""
 
@@ -12,7 +12,7 @@ from modeling_expclip import ExpCLIPModel
 CLASSES = ["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear", "contempt", "anxiety",
            "helplessness", "disappointment"]
 
-# SPEC §5, copied from its text: type4 = prompts 1-5 with the per-class edits (sadness 2 and 3).
+# README: Reproducing the paper, copied from its text: type4 = prompts 1-5 with the per-class edits (sadness 2 and 3).
 ORIGINAL_TYPE4 = {
     "happiness": [
         "an expression of happiness.",
@@ -93,7 +93,7 @@ ORIGINAL_TYPE4 = {
     ],
 }
 
-# SPEC §5, copied from its text: type5 = prompts 1-10 with every per-class edit.
+# README: Reproducing the paper, copied from its text: type5 = prompts 1-10 with every per-class edit.
 ORIGINAL_TYPE5 = {
     "happiness": [
         "an expression of happiness.",
@@ -280,7 +280,7 @@ def test_a_prompt_override_still_wins_over_the_original_list(model, tokenizer):
 
 
 def test_type4_scores_differ_from_the_plain_templates_on_a_random_model(model, tokenizer):
-    """The edits change the scores (SPEC §5: on a random model the type4 argmax can change)."""
+    """The edits change the scores (README: Reproducing the paper: on a random model the type4 argmax can change)."""
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     edited = model.classify(images, model.text_classifier(tokenizer, CLASSES[:7], "type4"))
     plain = model.classify(images, model.text_classifier(tokenizer, CLASSES[:7], "type4-templates"))

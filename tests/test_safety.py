@@ -1,5 +1,5 @@
 """Users' files are sacred, no confident answer from a broken model or broken pixels, no traceback: each rule through
-the command a user would run (real subprocesses), plus the output checks themselves (`outputs_expclip`)."""
+the command a user would run (real subprocesses), plus the output checks themselves (`expclip.outputs`)."""
 
 import hashlib
 import json
@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_command
+from conftest import EXPCLIP, REPO_ROOT, run_command
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tiny_models import CLIP_EMBED_DIM
 
-from inputs_expclip import InputError, load_image
-from outputs_expclip import MARKER, OutputError, check_output_file, check_output_folder, clear_output, mark_output
+from expclip.inputs import InputError, load_image
+from expclip.outputs import MARKER, OutputError, check_output_file, check_output_folder, clear_output, mark_output
 
-EXPCLIP = Path(sys.executable).with_name("expclip")
 
 
 def checksums(*folders) -> dict:
@@ -130,7 +129,7 @@ def test_overwrite_replaces_only_the_commands_own_earlier_output(tmp_path):
 
 
 def test_convert_overwrite_replaces_its_own_output_and_refuses_it_once_a_user_file_is_added(workspace, capsys):
-    from cli_expclip import main
+    from expclip.cli import main
 
     convert = ["convert", str(workspace / "head.pth"), "--clip", str(workspace / "clip"), "--output",
                str(workspace / "model")]
@@ -289,7 +288,7 @@ def test_missing_local_model_folder_says_so(photo_dir):
 
 
 def test_model_fetch_advice_names_the_python_argument_too(tmp_path, monkeypatch):
-    from convert_expclip_original import ModelFetchError, resolve_model
+    from expclip.models import ModelFetchError, resolve_model
 
     monkeypatch.setenv("EXPCLIP_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -298,7 +297,7 @@ def test_model_fetch_advice_names_the_python_argument_too(tmp_path, monkeypatch)
 
 
 def test_clip_shorter_than_its_samples_counts_distinct_frames():
-    from predict_expclip import format_table
+    from expclip.predict import format_table
 
     record = {"source": "clip.mp4", "kind": "video", "label": "a", "scores": {"a": 1.0}, "frames": 12,
               "frame_indices": [0, 0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11]}

@@ -1,4 +1,4 @@
-"""The LLM teacher (SPEC §3): targets from BLIP-2's T5 encoder, loaded without the decoder."""
+"""The LLM teacher (README: Faithful to the paper): targets from BLIP-2's T5 encoder, loaded without the decoder."""
 
 import json
 import shutil
@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
 from configuration_expclip import INSTRUCTION
-from inputs_expclip import load_image
-from teacher_expclip import ExpCLIPTeacher
+from expclip.inputs import load_image
+from expclip.teacher import ExpCLIPTeacher
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_dropout_quirk_makes_targets_stochastic(tiny_blip2_dir, photos_pixels):
 
 
 def test_dropout_quirk_reads_the_target_at_final_layer_norm_before_the_last_dropout(tiny_blip2_dir, photos_pixels):
-    """SPEC §3: under the quirk the original read T5's final_layer_norm output, so the encoder's final dropout is not
+    """README: Faithful to the paper: under the quirk the original read T5's final_layer_norm output, so the encoder's final dropout is not
     applied to the target; the same dropout masks (same seed) elsewhere."""
     quirky = ExpCLIPTeacher.from_pretrained(str(tiny_blip2_dir), device="cpu", dropout=True)
     torch.manual_seed(5)

@@ -150,7 +150,7 @@ def test_quirk_flags_reach_the_saved_config_and_processor(runs):
 
 
 def test_saved_processor_names_no_class_so_the_pil_backend_is_taken(runs):
-    """SPEC §6: a trained folder loads CLIP's PIL-backend processor whatever is installed (the class registered for
+    """README: Reproducing the paper: a trained folder loads CLIP's PIL-backend processor whatever is installed (the class registered for
     ExpCLIPConfig); naming "CLIPImageProcessor" would give the torchvision backend where torchvision is installed."""
     for name in ("out-1", "out-lora"):
         folder = runs["root"] / name

@@ -1,4 +1,4 @@
-"""Videos (issue 5 item 2): a video file and a folder of frames, 16-segment sampling (SPEC §5), the clip-level
+"""Videos (issue 5 item 2): a video file and a folder of frames, 16-segment sampling (README: Reproducing the paper), the clip-level
 prediction through `get_video_features`, and the `--timeline` CSV + PNG."""
 
 import csv
@@ -13,7 +13,7 @@ from conftest import run_command
 from PIL import Image
 
 from modeling_expclip import sample_segment_indices
-from video_expclip import Clip
+from expclip.video import Clip
 
 NUM_FRAMES, FPS = 40, 10  # a 4-second clip
 GRAY_STEP = 6  # frame i is a flat gray of level 6*i, so a decoded frame tells which frame it is
@@ -42,7 +42,7 @@ def videos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def video_run(videos, tiny_expclip_dir):
     timeline = videos / "timeline"
-    result = run_command(sys.executable, "-m", "cli_expclip", "predict", videos / "clip.mp4", videos / "frames",
+    result = run_command(sys.executable, "-m", "expclip", "predict", videos / "clip.mp4", videos / "frames",
                          "--frames", "--timeline", "--timeline-dir", timeline, "--model", tiny_expclip_dir, "--format", "json")
     records = {record["source"].rsplit("/", 1)[-1]: record for record in json.loads(result.stdout or "[]")}
     return result, records, timeline
@@ -75,7 +75,7 @@ def test_video_run_succeeds(video_run):
 
 def test_clip_prediction_uses_the_16_segment_frames(video_run):
     _, records, _ = video_run
-    expected = [1, 3, 6, 8, 11, 13, 16, 18, 21, 23, 26, 28, 31, 33, 36, 38]  # int(2.5/2 + 2.5k), SPEC §5
+    expected = [1, 3, 6, 8, 11, 13, 16, 18, 21, 23, 26, 28, 31, 33, 36, 38]  # int(2.5/2 + 2.5k), README: Reproducing the paper
     assert records["clip.mp4"]["frame_indices"] == expected == sample_segment_indices(NUM_FRAMES)
     assert records["clip.mp4"]["frames"] == NUM_FRAMES
     assert records["frames"]["frame_indices"] == sample_segment_indices(20)
@@ -136,7 +136,7 @@ def test_timeline_plot_is_a_png_that_opens(video_run):
 def test_video_with_faces_classifies_the_face_of_each_sampled_frame(tmp_path, tiny_expclip_dir):
     from skimage import data
 
-    from predict_expclip import ExpCLIPPredictor
+    from expclip.predictor import ExpCLIPPredictor
 
     astronaut = cv2.cvtColor(cv2.resize(data.astronaut(), (256, 256)), cv2.COLOR_RGB2BGR)
     writer = cv2.VideoWriter(str(tmp_path / "astronaut.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))

@@ -20,8 +20,8 @@ import pytest
 from conftest import REPO_ROOT, CountingHandler, run_command
 from PIL import Image
 
-import faces_expclip
-from faces_expclip import Box, DetectorError, HaarFaceDetector, YuNetFaceDetector, resolve_detector
+import expclip.faces as faces_module
+from expclip.faces import Box, DetectorError, HaarFaceDetector, YuNetFaceDetector, resolve_detector
 
 YUNET_FILE = REPO_ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
 YUNET_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"  # of the served test file only
@@ -70,7 +70,7 @@ def closed_port() -> int:
 
 
 def faces_run(photos, model, env, *options):
-    return run_command(sys.executable, "-m", "cli_expclip", "predict", *photos, "--faces", "--model", model,
+    return run_command(sys.executable, "-m", "expclip", "predict", *photos, "--faces", "--model", model,
                        "--format", "json", *options, env=env)
 
 
@@ -79,7 +79,7 @@ def faces_run(photos, model, env, *options):
 
 def test_first_use_downloads_opencv_zoo_model_once_into_the_default_model_cache(online, zoo, monkeypatch, capsys):
     url, requests = zoo
-    monkeypatch.setattr(faces_expclip, "YUNET_URL", url + ZOO_PATH)
+    monkeypatch.setattr(faces_module, "YUNET_URL", url + ZOO_PATH)
     before = len(requests)
     name, path = resolve_detector()
     assert name == "yunet" and Path(path).parent == online / "expclip" / "yunet"
@@ -108,7 +108,7 @@ def test_variable_with_a_url_is_fetched_and_used_by_predict(online, zoo, tiny_ex
 
 def test_variable_with_a_local_path_is_used_without_any_request(online, zoo, yunet_file, monkeypatch):
     url, requests = zoo
-    monkeypatch.setattr(faces_expclip, "YUNET_URL", url + ZOO_PATH)
+    monkeypatch.setattr(faces_module, "YUNET_URL", url + ZOO_PATH)
     monkeypatch.setenv("EXPCLIP_YUNET_MODEL", str(yunet_file))
     before = len(requests)
     assert resolve_detector() == ("yunet", str(yunet_file))
@@ -139,7 +139,7 @@ def test_offline_without_a_cached_file_falls_back_to_haar_with_one_notice(tiny_e
 
 
 def test_unreachable_opencv_zoo_falls_back_to_haar_with_one_notice(online, monkeypatch, capsys):
-    monkeypatch.setattr(faces_expclip, "YUNET_URL", f"http://127.0.0.1:{closed_port()}{ZOO_PATH}")
+    monkeypatch.setattr(faces_module, "YUNET_URL", f"http://127.0.0.1:{closed_port()}{ZOO_PATH}")
     assert resolve_detector() == ("haar", None)
     [notice] = capsys.readouterr().err.strip().splitlines()[1:]  # after the first-use line
     assert "could not download the YuNet model" in notice and "EXPCLIP_YUNET_MODEL" in notice
@@ -147,7 +147,7 @@ def test_unreachable_opencv_zoo_falls_back_to_haar_with_one_notice(online, monke
 
 def test_detector_haar_keeps_haar_without_a_request_or_notice(online, zoo, monkeypatch, capsys):
     url, requests = zoo
-    monkeypatch.setattr(faces_expclip, "YUNET_URL", url + ZOO_PATH)
+    monkeypatch.setattr(faces_module, "YUNET_URL", url + ZOO_PATH)
     before = len(requests)
     assert resolve_detector("haar") == ("haar", None)
     assert len(requests) == before and capsys.readouterr().err == ""

@@ -1,4 +1,4 @@
-"""Where a command may write: the users' files are sacred. Bottom of the import graph, beside `inputs_expclip`.
+"""Where a command may write: the users' files are sacred. Bottom of the import graph, beside `expclip.inputs`.
 
 Every command that writes checks its output here BEFORE any work starts, and gets a one-line `OutputError` when the
 output is refused:

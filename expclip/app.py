@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from inputs_expclip import load_image, one_line
-from predict_expclip import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
+from .inputs import load_image, one_line
+from .predictor import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
 
 INSTALL_HINT = 'pip install "gradio>=6,<7" (or the app extra: pip install -e ".[app]")'
 # Gradio must not reach the network: a Space, a laptop offline and CI all serve the page from this machine alone.

@@ -1,6 +1,6 @@
 """The download cache shared by everything fetched on first use (the default Exp-CLIP model, the YuNet face detector).
 
-Bottom of the import graph beside `inputs_expclip`: where the cache lives (`EXPCLIP_CACHE`, else `$HF_HOME/expclip`),
+Bottom of the import graph beside `expclip.inputs`: where the cache lives (`EXPCLIP_CACHE`, else `$HF_HOME/expclip`),
 whether offline mode is on (the Hub client's variables), and one plain HTTP download.
 """
 

@@ -1,4 +1,4 @@
-"""The LLM teacher of Exp-CLIP (SPEC §3): one L2-normalised target vector per face image from BLIP-2's T5 encoder.
+"""The LLM teacher of Exp-CLIP (README: Faithful to the paper): one L2-normalised target vector per face image from BLIP-2's T5 encoder.
 
     image -> vision encoder -> Q-Former (32 queries) -> language projection   # 32 "visual tokens" in T5's space
           -> [visual tokens ; T5 embeddings of the instruction + </s>] -> T5 ENCODER (final layer norm included)
@@ -99,7 +99,7 @@ class ExpCLIPTeacher(nn.Module):
         visual_tokens = self.language_projection(query_output.to(self.dtype))
         instruction_embeds = self.language_model.get_input_embeddings()(self.instruction_ids)
         inputs_embeds = torch.cat([visual_tokens, instruction_embeds.expand(visual_tokens.shape[0], -1, -1)], dim=1)
-        # SPEC §3: the target is read where the original's hook read it, at T5's final_layer_norm, i.e. before the
+        # README: Faithful to the paper: the target is read where the original's hook read it, at T5's final_layer_norm, i.e. before the
         # encoder's final dropout (the same values in eval mode; under the dropout quirk that dropout is not applied).
         read = {}
         final_layer_norm = self.language_model.encoder.final_layer_norm
@@ -112,13 +112,13 @@ class ExpCLIPTeacher(nn.Module):
         finally:
             hook.remove()
         hidden_states = read["states"]
-        # SPEC §3: mean over ALL positions (queries + instruction + </s>); pooled in float32 for a bf16 teacher.
+        # README: Faithful to the paper: mean over ALL positions (queries + instruction + </s>); pooled in float32 for a bf16 teacher.
         return F.normalize(hidden_states.float().mean(dim=1), dim=-1)
 
 
 def load_teacher_image_processor(name_or_path: str = DEFAULT_TEACHER):
     """BLIP-2's own image processor (224 px bicubic resize, CLIP mean/std for the real checkpoint)."""
-    return AutoImageProcessor.from_pretrained(name_or_path, backend="pil")  # PIL resizing, as the original (SPEC §6)
+    return AutoImageProcessor.from_pretrained(name_or_path, backend="pil")  # PIL resizing, as the original (README: Reproducing the paper)
 
 
 def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

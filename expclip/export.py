@@ -4,7 +4,7 @@
     expclip export expclip-l14 --to onnx --output expclip-l14-onnx   # + onnx/vision_model.onnx, onnx/text_model.onnx
 
 Exp-CLIP's head W is one bias-free linear map applied to both of CLIP's projected embeddings before normalisation
-(SPEC §2). CLIP's `visual_projection` and `text_projection` are bias-free linear maps too, so `W @ visual_projection`
+(paper: Method). CLIP's `visual_projection` and `text_projection` are bias-free linear maps too, so `W @ visual_projection`
 and `W @ text_projection` make a stock `CLIPModel` with `projection_dim` 4096 whose logits are Exp-CLIP's. Videos
 too: frames are averaged before normalisation, and averaging commutes with a linear map.
 
@@ -40,7 +40,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPProcessor, PreTrainedConfig
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
-from inputs_expclip import first_line, one_line
+from .inputs import first_line, one_line
 from modeling_expclip import ExpCLIPModel
 
 TARGETS = ("clip", "onnx")
@@ -410,7 +410,7 @@ def _write_atomically(output_dir: Path, write) -> None:
 
 def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
     """MODEL (a folder, a Hub id, or None / an alias for the authors' converted head) -> model, processor, folder."""
-    from convert_expclip_original import ModelFetchError, resolve_model
+    from .models import ModelFetchError, resolve_model
 
     try:
         source = resolve_model(model)

@@ -1,7 +1,5 @@
-"""`expclip convert`: the authors' released Exp-CLIP heads (SPEC §7) as complete Hugging Face model folders, and the
-default model that `expclip predict` uses when no `--model` is given.
-
-    expclip convert ExpCLIP_L14_model.pth --clip openai/clip-vit-large-patch14 --output expclip-l14
+"""The default-model library: the authors' released Exp-CLIP heads (README: released heads) as complete Hugging
+Face model folders, and `resolve_model`, which every command uses to turn `--model` into a folder.
 
 The released heads are PyTorch pickles holding one tensor, `mlp.weight` of shape [4096, CLIP width]. They were trained
 on raw [0, 1] pixels resized straight to a square, so a converted folder carries that preprocessing, not CLIP's.
@@ -13,7 +11,6 @@ release and CLIP from the Hub on first use, converts them and caches the folder 
 checkpoint, a Hub id or local folder, for whichever alias is resolved).
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -21,16 +18,16 @@ import sys
 import tempfile
 import urllib.error
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
+from .hub import cache_root as _cache_root
+from .hub import download as _download
+from .hub import offline as _offline
+from .inputs import first_line, original_image_processor_settings, pin_pil_image_processor
+from .outputs import OutputError, check_output_folder, mark_output
 
-from hub_cache_expclip import cache_root as _cache_root
-from hub_cache_expclip import download as _download
-from hub_cache_expclip import offline as _offline
-from inputs_expclip import first_line, original_image_processor_settings, pin_pil_image_processor
-from modeling_expclip import ExpCLIPModel
-from outputs_expclip import OutputError, check_output_folder, mark_output
+if TYPE_CHECKING:  # torch and transformers load when a head is converted: resolving a folder stays cheap
+    import torch
 
 ORIGINAL_HEAD_KEY = "mlp.weight"
 ORIGINAL_HEAD_BASE_URL = "https://github.com/zengqunzhao/Exp-CLIP/raw/main/checkpoint/"
@@ -51,8 +48,10 @@ class ModelFetchError(RuntimeError):
     """The default model could not be fetched; the message is one line saying what, and how to use a local folder."""
 
 
-def load_original_head(pth_path, clip_embed_dim: int) -> torch.Tensor:
+def load_original_head(pth_path, clip_embed_dim: int) -> "torch.Tensor":
     """The authors' `mlp.weight` [projection_dim, clip_embed_dim] from a `.pth`, loaded without running pickled code."""
+    import torch
+
     path = Path(pth_path)
     expected = f"a state dict with the single key '{ORIGINAL_HEAD_KEY}' of shape [4096, {clip_embed_dim}]"
     if not path.is_file():
@@ -112,6 +111,11 @@ def convert_original_head(
                                                     else None], overwrite=overwrite)
     except OutputError as error:
         raise ConversionError(str(error))
+    import torch  # after the output check: a refusal is instant
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
     try:
         model_type = CLIPConfig.get_config_dict(clip_name_or_path)[0].get("model_type")
         clip_config = CLIPConfig.from_pretrained(clip_name_or_path)
@@ -132,7 +136,7 @@ def convert_original_head(
         raise ConversionError(f"{clip_name_or_path}: cannot load this CLIP checkpoint ({first_line(error)})")
     with torch.no_grad():
         model.projection.weight.copy_(weight)
-    # Provenance (SPEC §3, §7): the released heads were trained with the teacher's dropout left on.
+    # Provenance (README: Faithful to the paper): the released heads were trained with the teacher's dropout left on.
     model.config.teacher_dropout = True
     model.config.original_checkpoint = source or Path(pth_path).name
     model.config.image_preprocessing = "original: square bilinear resize, no crop, raw [0, 1] pixels (no mean/std)"
@@ -141,7 +145,7 @@ def convert_original_head(
     def write(folder):
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-        pin_pil_image_processor(folder)  # SPEC §6: PIL's resize, as the heads were trained, whatever is installed
+        pin_pil_image_processor(folder)  # README: Reproducing the paper: PIL's resize, as the heads were trained, whatever is installed
 
     return _write_folder_atomically(output_dir, write, overwrite=overwrite)
 
@@ -210,30 +214,3 @@ def resolve_model(model: str | None = None) -> str:
         except ConversionError as error:
             raise ModelFetchError(f"{alias}: could not build the model ({error}); {hint}")
     return str(folder)
-
-
-# ----- command line ------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("original", metavar="ORIGINAL.pth", help="the authors' released head (state dict with mlp.weight)")
-    parser.add_argument(
-        "--clip", required=True, help="the CLIP the head was trained on: Hub id or local folder "
-        "(openai/clip-vit-large-patch14 for the L/14 head, ...-base-patch16, ...-base-patch32)"
-    )
-    parser.add_argument("--output", required=True, type=Path, help="folder to write (new, or empty)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier output of expclip convert (never a folder holding anything else)")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        folder = convert_original_head(args.original, args.clip, args.output, overwrite=args.overwrite)
-    except ConversionError as error:
-        if args.debug:
-            raise
-        print(f"expclip convert: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {folder}")
-    return 0

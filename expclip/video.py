@@ -2,7 +2,7 @@
 write a clip's expression timeline as CSV and PNG.
 
 Video files are decoded by the FFmpeg bundled with opencv-python-headless (mp4, avi, webm, mov, mkv, ...), so nothing
-else needs installing. A folder of frames is read in file-name order (SPEC §5).
+else needs installing. A folder of frames is read in file-name order (README: Reproducing the paper).
 """
 
 import csv
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inputs_expclip import IMAGE_EXTENSIONS, InputError, load_image
+from .inputs import IMAGE_EXTENSIONS, InputError, load_image
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log lines would break the one-line rule
 import cv2  # noqa: E402

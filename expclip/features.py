@@ -1,6 +1,6 @@
 """The feature cache of Exp-CLIP training: per image, CLIP's image embedding and the teacher's target, computed once.
 
-CLIP and the teacher are frozen and the recipe has no augmentation (SPEC §4), so both vectors are fixed per image:
+CLIP and the teacher are frozen and the recipe has no augmentation (README: Training), so both vectors are fixed per image:
 the head then trains on cached vectors in seconds instead of re-running a 12B-parameter teacher every epoch.
 
 Layout (`datasets` Arrow on disk):
@@ -15,7 +15,7 @@ reuses a stale shard. Shards are written to a temporary folder and renamed, so a
 shards and a rerun recomputes at most the one in flight. Under `accelerate launch` rank r computes shards r, r+N, ...
 and every rank then reads all shards in index order: the result does not depend on the number of processes.
 
-Images are decoded and preprocessed for both models in `DataLoader` worker processes (`inputs_expclip.InputPipeline`)
+Images are decoded and preprocessed for both models in `DataLoader` worker processes (`expclip.inputs.InputPipeline`)
 while the main process runs CLIP and the teacher. CPU kernels sum in an order that depends on the batch, the thread
 count and, for a single row, the process (BLAS gemv), so: batches are fixed groups of one shard's items (a bad item
 leaves its batch one smaller), on CPU the models run on one thread per process, and a one-image batch goes through
@@ -42,7 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configuration_expclip import INSTRUCTION
-from inputs_expclip import (
+from .inputs import (
     IMAGE_EXTENSIONS,
     ImagePreprocessing,
     InputError,
@@ -76,12 +76,12 @@ class FeatureCacheSettings:
     clip_model_name_or_path: str
     teacher_model_name_or_path: str
     instruction: str = INSTRUCTION
-    original_preprocessing: bool = False  # quirk (SPEC §4): square bilinear resize, raw [0,1] pixels for both models
-    teacher_dropout: bool = False  # quirk (SPEC §3): targets computed with dropout on
+    original_preprocessing: bool = False  # quirk (README: Training): square bilinear resize, raw [0,1] pixels for both models
+    teacher_dropout: bool = False  # quirk (README: Faithful to the paper): targets computed with dropout on
     seed: int = 1  # seeds each shard's dropout masks under the dropout quirk
-    target_draws: int = 1  # quirk (SPEC §3): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
+    target_draws: int = 1  # quirk (README: Faithful to the paper): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
     shard_size: int = 4096
-    clip_dtype: str = "float32"  # precision CLIP runs in (train_expclip: bfloat16 on GPU by default)
+    clip_dtype: str = "float32"  # precision CLIP runs in (train_expclip.py: bfloat16 on GPU by default)
     teacher_dtype: str = "float32"  # precision of the teacher's vision encoder and T5 (bfloat16 on GPU)
 
     def fingerprint(self) -> str:
@@ -89,7 +89,7 @@ class FeatureCacheSettings:
 
 
 def resolve_dtype(name: str, device: torch.device | str) -> str:
-    """"auto" -> bfloat16 on a GPU, float32 on CPU (a name from `inputs_expclip.DTYPES` is kept)."""
+    """"auto" -> bfloat16 on a GPU, float32 on CPU (a name from `expclip.inputs.DTYPES` is kept)."""
     if name != "auto":
         return name
     return "bfloat16" if torch.device(device).type == "cuda" else "float32"
@@ -165,7 +165,7 @@ def input_side(image_processor) -> int:
 
 
 def pixel_values(image_processor, images: list[Image.Image], original_preprocessing: bool = False) -> torch.Tensor:
-    """Each model's own image processor; `original_preprocessing` reproduces the original's quirk (SPEC §4):
+    """Each model's own image processor; `original_preprocessing` reproduces the original's quirk (README: Training):
     straight square resize to the model's input size (bilinear, no crop) and raw [0,1] pixels, no mean/std."""
     if not original_preprocessing:
         return image_processor(images, return_tensors="pt").pixel_values
@@ -184,7 +184,7 @@ class FeatureExtractors:
         from transformers import AutoImageProcessor
 
         from modeling_expclip import ExpCLIPModel
-        from teacher_expclip import ExpCLIPTeacher, load_teacher_image_processor
+        from .teacher import ExpCLIPTeacher, load_teacher_image_processor
 
         self.settings = settings
         self.device = device
@@ -217,7 +217,7 @@ class FeatureExtractors:
 
 def target_column(epoch: int) -> str:
     """The cache column of epoch `epoch`'s teacher target: "target_embeds" (every run's first, or only, draw), then
-    "target_embeds_epoch1", ... (one per further epoch under the dropout quirk, SPEC §3)."""
+    "target_embeds_epoch1", ... (one per further epoch under the dropout quirk, README: Faithful to the paper)."""
     return "target_embeds" if epoch == 0 else f"target_embeds_epoch{epoch}"
 
 
@@ -307,7 +307,7 @@ def build_feature_cache(
 ) -> tuple[Dataset, list[str]]:
     """Compute the missing shards (this rank's share), wait for all ranks, and return every shard concatenated in
     index order, plus the one-line reasons of the images that were skipped as unreadable. `num_workers` pipeline
-    worker processes decode and preprocess (default: `inputs_expclip.default_num_workers()`; 0: this process)."""
+    worker processes decode and preprocess (default: `expclip.inputs.default_num_workers()`; 0: this process)."""
     state = state or PartialState()
     root = Path(cache_dir) / settings.fingerprint()
     root.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ A detector is anything with `detect(rgb: np.ndarray) -> list[Box]` (the `FaceDet
 misses). Its ONNX file comes from `EXPCLIP_YUNET_MODEL` (a local path or URL), else from OpenCV Zoo, downloaded once
 into the default-model cache; `resolve_detector` does that before any work starts and falls back to Haar, with one
 notice line, when the file cannot be had. Each face is cut out as a square around the box with a margin, the framing
-of the aligned face crops the paper evaluates on (SPEC §5).
+of the aligned face crops the paper evaluates on (README: Reproducing the paper).
 """
 
 import hashlib
@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from hub_cache_expclip import cache_root, download, offline
-from inputs_expclip import first_line
+from .hub import cache_root, download, offline
+from .inputs import first_line
 
 DETECTORS = ("haar", "yunet")
 DEFAULT_DETECTOR = "yunet"

@@ -18,24 +18,28 @@ processes, so decoding and each model's preprocessing overlap the model in the m
         pixels = preprocess.to_device(batch.tensors["clip_pixel_values"], device, dtype)
         ...                                                       # batch.items: every item, in input order
 
-Pixels are exactly what each model's image processor makes (the released heads were trained on PIL resizing, SPEC
-§6-7). `ImagePreprocessing(..., normalize_on_device=True)` sends uint8 pixels (resized and cropped by the same
+Pixels are exactly what each model's image processor makes (the released heads were trained on PIL resizing; README:
+Reproducing the paper). `ImagePreprocessing(..., normalize_on_device=True)` sends uint8 pixels (resized and cropped by the same
 processor call) and rescales/normalises the batch on the model's device: equal within float rounding, 4x less data.
 """
+
+from __future__ import annotations  # annotations name torch types without importing torch
 
 import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where the pipeline runs: reading and checking inputs stays cheap
+    import torch
 
 # Every extension PIL can open counts as an image when walking folders.
 IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
-# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (SPEC §6): CLIP
+# The model precisions a user can pick (predict, evaluate). "float16-mixed" is the original's on a GPU (README): CLIP
 # in float16 with LayerNorm computed in float32, the head in float32 (`ExpCLIPModel.to_original_precision`).
 MIXED_PRECISION = "float16-mixed"
 DTYPES = ("float32", "bfloat16", "float16", MIXED_PRECISION)
@@ -122,7 +126,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 def pin_pil_image_processor(folder) -> None:
     """Drop the image-processor class name from a saved Exp-CLIP folder's processor configs, so that
     `AutoImageProcessor` takes the PIL-backend class registered for ExpCLIPConfig (configuration_expclip) instead of
-    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (SPEC §6)."""
+    the torchvision backend it would pick for "CLIPImageProcessor" whenever torchvision is installed (README: Reproducing the paper)."""
     import json
 
     for name in ("processor_config.json", "preprocessor_config.json"):
@@ -245,11 +249,15 @@ class ImagePreprocessing:
         if self.normalize_on_device:
             settings.update(do_rescale=False, do_normalize=False)
         # channels_last stated outright: a 1x1 or 3x3 image is otherwise taken as channels-first.
+        import torch
+
         pixel_values = self.image_processor(images=[np.asarray(image) for image in images], return_tensors="pt",
                                             input_data_format="channels_last", **settings)["pixel_values"]
         return pixel_values.round().clamp(0, 255).to(torch.uint8) if self.normalize_on_device else pixel_values
 
     def to_device(self, pixel_values: torch.Tensor, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        import torch
+
         pixel_values = pixel_values.to(device, non_blocking=True)
         if pixel_values.dtype == torch.uint8:
             pixel_values = pixel_values.float()
@@ -295,8 +303,9 @@ class InputBatch:
         return InputBatch(self.items, {key: tensor.pin_memory() for key, tensor in self.tensors.items()})
 
 
-class _PreparedItems(torch.utils.data.Dataset):
-    """index -> `Prepared`: `prepare(item)`, any exception caught and turned into the item's one-line error."""
+class _PreparedItems:
+    """index -> `Prepared`: `prepare(item)`, any exception caught and turned into the item's one-line error (a
+    map-style dataset for the DataLoader)."""
 
     def __init__(self, items, prepare, name):
         self.items, self.prepare, self.name = items, prepare, name
@@ -315,6 +324,8 @@ class _PreparedItems(torch.utils.data.Dataset):
 
 def collate_prepared(prepared: list[Prepared]) -> InputBatch:
     """`Prepared` items -> `InputBatch`: every tensor of a good item's dict is concatenated per key (dim 0)."""
+    import torch
+
     parts, offsets = {}, {}
     for one in prepared:
         if one.error is not None:
@@ -350,6 +361,8 @@ class InputPipeline:
                  batches: Sequence[Sequence[int]] | None = None, num_workers: int | None = None,
                  pin_memory: bool | None = None, prefetch_factor: int = 2, name: Callable[[object], str] = str,
                  worker_init_fn: Callable[[int], None] | None = None):
+        import torch
+
         if batches is None and batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.num_workers = default_num_workers() if num_workers is None else num_workers

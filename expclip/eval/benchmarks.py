@@ -1,4 +1,4 @@
-"""The paper's zero-shot benchmarks (SPEC §5) as named presets, with the published numbers (SPEC §6).
+"""The paper's zero-shot benchmarks as named presets, with the published numbers (README: Reproducing the paper).
 
 A preset knows its classes (always a prefix of the canonical order `EXPRESSION_CLASSES`), which official split is
 evaluated, its folds, whether items are images or video clips, and the sizes and label counts a correctly prepared
@@ -6,8 +6,17 @@ set must have.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from configuration_expclip import EXPRESSION_CLASSES
+
+# The prepared-data format that `expclip prepare` writes and `expclip evaluate` reads.
+METADATA_FILE = "expclip_prepare.json"
+FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """A clip folder's frames, sorted by file name (the order the clip lists count them in)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -21,11 +30,13 @@ class Benchmark:
     expected_sizes: dict = field(default_factory=dict)  # fold (0 = the single split) -> number of items
     size_tolerance: float = 0.0  # relative slack of the size check (FERPlus: "about 3,100")
     expected_label_counts: dict = field(default_factory=dict)  # fold -> items per canonical class index
-    published: dict = field(default_factory=dict)  # model -> (UAR, WAR) in %, SPEC §6 (the paper's table)
-    released: dict = field(default_factory=dict)  # "Exp-CLIP L/14 released (type3)" -> (UAR, WAR): the logs, SPEC §6
+    published: dict = field(default_factory=dict)  # model -> (UAR, WAR) in %, README: Reproducing the paper (the paper's table)
+    released: dict = field(default_factory=dict)  # "Exp-CLIP L/14 released (type3)" -> (UAR, WAR): the logs, README: Reproducing the paper
 
     @property
     def class_names(self) -> list[str]:
+        from configuration_expclip import EXPRESSION_CLASSES  # imports transformers: only when a preset is used
+
         return list(EXPRESSION_CLASSES[: self.num_classes])
 
     @property
@@ -34,12 +45,12 @@ class Benchmark:
 
 
 def _published(*columns):
-    """SPEC §6 rows in the table's model order, for one benchmark column."""
+    """README: Reproducing the paper rows in the table's model order, for one benchmark column."""
     models = ["CLIP B/32", "CLIP B/16", "CLIP L/14", "Exp-CLIP B/32", "Exp-CLIP B/16", "Exp-CLIP L/14", "BLIP-2 (L/14)"]
     return {model: pair for model, pair in zip(models, columns) if pair is not None}
 
 
-# SPEC §6: the logs of the runs whose heads were released (ExpCLIP_{L14,B16,B32}.txt in the authors' repository), the
+# README: Reproducing the paper: the logs of the runs whose heads were released (ExpCLIP_{L14,B16,B32}.txt in the authors' repository), the
 # target of a converted released head; columns RAF-DB, AffectNet-7, AffectNet-8, FERPlus, DFEW, FERV39k, MAFW, AFEW.
 RELEASED_HEAD_LOGS = {
     "L/14 type1": "50.38/55.02 37.92/37.93 33.28/33.28 48.06/50.59 26.65/31.36 23.01/24.99 20.67/23.78 32.16/33.07",
@@ -152,7 +163,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def check_prepared(benchmark: Benchmark, labels_by_fold: dict) -> list[str]:
-    """Compare a prepared set with SPEC §5: one line per mismatch of a fold's size or label counts (empty = as
+    """Compare a prepared set with the paper's sizes: one line per mismatch of a fold's size or label counts (empty = as
     published). `labels_by_fold` maps fold (0 for a single split) to the list of canonical label indices."""
     mismatches = []
     expected_folds = benchmark.folds or (0,)

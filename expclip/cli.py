@@ -10,12 +10,12 @@ import pickle
 import sys
 
 COMMANDS = {
-    "predict": ("predict_expclip", "classify the facial expression in images, folders, faces and videos"),
-    "convert": ("convert_expclip_original", "turn the authors' released .pth head into a Hub model folder"),
-    "prepare": ("expclip_eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
-    "evaluate": ("expclip_eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
-    "app": ("app_expclip", "serve the web app (Gradio): photos, webcam, videos; API /predict_image, /predict_video"),
-    "export": ("export_expclip", "an Exp-CLIP model as a stock CLIP folder (no custom code) or ONNX (transformers.js)"),
+    "predict": ("expclip.predict", "classify the facial expression in images, folders, faces and videos"),
+    "convert": ("expclip.convert", "turn the authors' released .pth head into a Hub model folder"),
+    "prepare": ("expclip.eval.prepare", "turn an official benchmark release into the uniform evaluation format"),
+    "evaluate": ("expclip.eval.evaluate", "run the paper's zero-shot benchmark protocol (UAR/WAR)"),
+    "app": ("expclip.app", "serve the web app (Gradio): photos, webcam, videos; API /predict_image, /predict_video"),
+    "export": ("expclip.export", "an Exp-CLIP model as a stock CLIP folder (no custom code) or ONNX (transformers.js)"),
 }
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nexpclip {name}: interrupted", file=sys.stderr)
         return 130
     except pickle.PicklingError as error:  # `datasets` fingerprints objects by pickling them with dill; it can fail
-        from inputs_expclip import one_line
+        from .inputs import one_line
 
         print(f"expclip {name}: error: datasets could not hash an object to fingerprint it ({one_line(error)})",
               file=sys.stderr)
