@@ -226,15 +226,18 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
     def to_original_precision(self):
         """The original's test precision on a GPU (README: Reproducing the paper): CLIP in float16 as OpenAI's `clip.load` leaves it, every
         LayerNorm computed in float32 (weights float32, input cast up, output cast back to float16), `logit_scale`
-        and the head in float32. Call on a float32 model; for inference only."""
+        and the head in float32, prompts padded to 77 tokens as `clip.tokenize` pads them. Call on a float32 model;
+        for inference only."""
+        logit_scale = self.clip.logit_scale.data.float()  # before half(): float16 would make exp() 100.03, not 100
         self.clip.half()
         for module in self.clip.modules():
             if isinstance(module, nn.LayerNorm):
                 module.float()
                 module.register_forward_pre_hook(_layer_norm_in_float32)
                 module.register_forward_hook(_layer_norm_out_in_float16)
-        self.clip.logit_scale.data = self.clip.logit_scale.data.float()
+        self.clip.logit_scale.data = logit_scale
         self.projection.float()
+        self._pad_text_to_context = True  # see text_classifier
         self._text_classifiers.clear()
         return self
 
@@ -349,11 +352,14 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         if key in self._text_classifiers:
             return self._text_classifiers[key]
         flat = [prompt for class_prompts in prompts for prompt in class_prompts]
+        # The original's float16 run pads every prompt to 77 tokens (`clip.tokenize`); in float16 the padded length
+        # changes the text embeddings (up to 3e-3), in float32 it does not, so float32 keeps the faster longest-padding.
+        padding = "max_length" if getattr(self, "_pad_text_to_context", False) else True
         embeds = []
         for start in range(0, len(flat), batch_size):
             # README: Reproducing the paper: CLIP text inputs use context length 77, truncated.
             tokens = tokenizer(
-                flat[start : start + batch_size], padding=True, truncation=True, max_length=77, return_tensors="pt"
+                flat[start : start + batch_size], padding=padding, truncation=True, max_length=77, return_tensors="pt"
             ).to(device)
             embeds.append(self.get_text_features(tokens["input_ids"], tokens.get("attention_mask"), use_projection))
         prompt_class = torch.tensor([i for i, ps in enumerate(prompts) for _ in ps], device=device)
