@@ -91,9 +91,9 @@ class ModelArguments:
     )
     paper_recipe: bool = field(
         default=False,
-        metadata={"help": "Every quirk of the original's training run: --original_preprocessing, --teacher_dropout and, "
-                  "on a GPU, --clip_dtype float16-mixed (the optimiser, batch, epochs and seed defaults are already "
-                  "the paper's)."},
+        metadata={"help": "Every quirk of the original's training run: --original_preprocessing, --teacher_dropout "
+                  "and, on a GPU, --clip_dtype float16-mixed (the optimiser, batch, epochs and seed defaults are "
+                  "already the paper's)."},
     )
     clip_dtype: str = field(
         default="auto",
@@ -406,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # ----- cached features: CLIP image embeddings and teacher targets, computed once per image (README: Training)
     clip_dtype = resolve_dtype(model_args.clip_dtype, state.device, model_args.paper_recipe)
-    wants_mixed = model_args.clip_dtype == MIXED_PRECISION or (model_args.paper_recipe and model_args.clip_dtype == "auto")
-    if wants_mixed and clip_dtype == "float32" and state.is_main_process:
+    asked = MIXED_PRECISION if model_args.clip_dtype == "auto" and model_args.paper_recipe else model_args.clip_dtype
+    if asked == MIXED_PRECISION and clip_dtype == "float32" and state.is_main_process:
         print("train_expclip: CLIP runs in float32 on CPU, the original's precision there (float16-mixed needs a GPU)",
               file=sys.stderr)
     settings = FeatureCacheSettings(

@@ -82,7 +82,7 @@ class FeatureCacheSettings:
     seed: int = 1  # seeds each shard's dropout masks under the dropout quirk
     target_draws: int = 1  # quirk (README: Faithful to the paper): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
     shard_size: int = 4096
-    clip_dtype: str = "float32"  # precision CLIP runs in (train_expclip.py: bfloat16 on GPU, float16-mixed under --paper_recipe)
+    clip_dtype: str = "float32"  # CLIP's precision (train_expclip.py on GPU: bfloat16; float16-mixed, --paper_recipe)
     teacher_dtype: str = "float32"  # precision of the teacher's vision encoder and T5 (bfloat16 on GPU)
 
     def fingerprint(self) -> str:

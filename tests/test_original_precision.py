@@ -6,12 +6,13 @@ float32; a clip's projected frame vectors are averaged in float32, then normalis
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_command
+from conftest import REPO_ROOT, run_command
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoProcessor, CLIPModel, CLIPTokenizer
@@ -173,3 +174,52 @@ def test_float16_mixed_keeps_logit_scale_as_stored(tiny_clip_dir, tiny_expclip_d
     stored = CLIPModel.from_pretrained(tiny_clip_dir).logit_scale
     mixed = ExpCLIPModel.from_pretrained(tiny_expclip_dir).to_original_precision()
     assert mixed.clip.logit_scale.dtype == torch.float32 and torch.equal(mixed.clip.logit_scale, stored)
+
+
+# ----- training: the cached CLIP features in the original's precision ----------------------------------------------
+
+
+def test_paper_recipe_picks_float16_mixed_on_a_gpu_and_cpu_falls_back_to_float32():
+    from expclip.features import resolve_dtype
+
+    assert resolve_dtype("auto", "cuda", paper_recipe=True) == "float16-mixed"
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_dtype("float16-mixed", "cuda") == "float16-mixed"
+    assert resolve_dtype("auto", "cpu", paper_recipe=True) == resolve_dtype("float16-mixed", "cpu") == "float32"
+
+
+def test_float16_mixed_feature_cache_holds_the_originals_float16_clip_embeddings(tiny_clip_dir, tiny_blip2_dir,
+                                                                                 face_images_dir, tmp_path, original):
+    from expclip.features import FeatureCacheSettings, build_feature_cache, folder_image_items
+
+    items = [item for item in folder_image_items(face_images_dir) if "face" in Path(item.path).name][:4]
+    settings = FeatureCacheSettings(str(tiny_clip_dir), str(tiny_blip2_dir), clip_dtype="float16-mixed")
+    cache, skipped = build_feature_cache(items, settings, tmp_path / "cache", batch_size=4, show_progress=False,
+                                         num_workers=0)
+    embeds = torch.tensor(np.array(cache["clip_image_embeds"]))
+    pixels = original.image_processor(images=[Image.open(item.path).convert("RGB") for item in items],
+                                      return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = original.clip.get_image_features(pixel_values=pixels.half()).pooler_output.float()
+        float32 = CLIPModel.from_pretrained(tiny_clip_dir).get_image_features(pixel_values=pixels).pooler_output
+    assert skipped == [] and len(embeds) == 4
+    assert (embeds - expected).abs().max().item() < 1e-4
+    assert (embeds - float32).abs().max().item() > 1e-4  # float16 did run
+
+
+def test_train_clip_dtype_float16_mixed_on_cpu_runs_in_float32_and_says_so_in_one_line(tiny_clip_dir, tiny_blip2_dir,
+                                                                                        face_images_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    result = run_command(
+        sys.executable, REPO_ROOT / "train_expclip.py", "--clip_model_name_or_path", tiny_clip_dir,
+        "--teacher_model_name_or_path", tiny_blip2_dir, "--train_dir", face_images_dir, "--feature_cache_dir",
+        tmp_path / "cache", "--output_dir", tmp_path / "out", "--global_batch_size", 16, "--shard_size", 64,
+        "--extraction_batch_size", 16, "--max_steps", 1, "--use_cpu", "--clip_dtype", "float16-mixed",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if "float16-mixed" in line] == [
+        "train_expclip: CLIP runs in float32 on CPU, the original's precision there (float16-mixed needs a GPU)"]
+    [settings] = (tmp_path / "cache").glob("*/settings.json")
+    assert json.loads(settings.read_text())["clip_dtype"] == "float32"
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.hyperparameters["clip_dtype"] == "float32"
