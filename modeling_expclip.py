@@ -237,7 +237,7 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
                 module.register_forward_hook(_layer_norm_out_in_float16)
         self.clip.logit_scale.data = logit_scale
         self.projection.float()
-        self._pad_text_to_context = True  # see text_classifier
+        self._pad_text_to_context = True  # see encode_clip_text
         self._text_classifiers.clear()
         return self
 
@@ -254,6 +254,13 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
 
     def encode_clip_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP's projected text embeddings (joint space, not normalised)."""
+        context = self.clip.config.text_config.max_position_embeddings
+        if getattr(self, "_pad_text_to_context", False) and input_ids.shape[1] < context:
+            # the original's float16 run: `clip.tokenize` pads every prompt with zeros to 77 tokens, and in float16 the
+            # padded length changes the text embeddings (up to 3e-3); float32 keeps any padding (equal within rounding)
+            pad = context - input_ids.shape[1]
+            input_ids = F.pad(input_ids, (0, pad), value=0)
+            attention_mask = None if attention_mask is None else F.pad(attention_mask, (0, pad), value=0)
         return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
     def project(self, clip_embeds: torch.Tensor, use_projection: bool = True, normalize: bool = True) -> torch.Tensor:
@@ -352,14 +359,11 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         if key in self._text_classifiers:
             return self._text_classifiers[key]
         flat = [prompt for class_prompts in prompts for prompt in class_prompts]
-        # The original's float16 run pads every prompt to 77 tokens (`clip.tokenize`); in float16 the padded length
-        # changes the text embeddings (up to 3e-3), in float32 it does not, so float32 keeps the faster longest-padding.
-        padding = "max_length" if getattr(self, "_pad_text_to_context", False) else True
         embeds = []
         for start in range(0, len(flat), batch_size):
             # README: Reproducing the paper: CLIP text inputs use context length 77, truncated.
             tokens = tokenizer(
-                flat[start : start + batch_size], padding=padding, truncation=True, max_length=77, return_tensors="pt"
+                flat[start : start + batch_size], padding=True, truncation=True, max_length=77, return_tensors="pt"
             ).to(device)
             embeds.append(self.get_text_features(tokens["input_ids"], tokens.get("attention_mask"), use_projection))
         prompt_class = torch.tensor([i for i, ps in enumerate(prompts) for _ in ps], device=device)

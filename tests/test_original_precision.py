@@ -154,6 +154,23 @@ def test_evaluate_float16_mixed_logits_are_the_originals_float16_run(tiny_expcli
         assert (logits - original.logits(images, prompts, video)).abs().max().item() < 1e-4
 
 
+def test_pipeline_on_a_float16_mixed_model_gives_the_originals_float16_scores(tiny_expclip_dir, photo_dir, original):
+    """The zero-shot pipeline builds its own text inputs (padded to the longest prompt): the model pads them to 77."""
+    from transformers import pipeline
+
+    from modeling_expclip import ExpCLIPModel
+
+    model = ExpCLIPModel.from_pretrained(tiny_expclip_dir).to_original_precision().eval()
+    processor = AutoProcessor.from_pretrained(tiny_expclip_dir)
+    classify = pipeline("zero-shot-image-classification", model=model, tokenizer=processor.tokenizer,
+                        image_processor=processor.image_processor)
+    images = [Image.open(path).convert("RGB") for path in photos(photo_dir)]
+    results = classify(images, candidate_labels=CLASSES,
+                       hypothesis_template="a photo of a face with an expression of {}.")
+    scores = torch.tensor([[{r["label"]: r["score"] for r in result}[name] for name in CLASSES] for result in results])
+    assert (scores - original.logits(images, "type3").softmax(-1)).abs().max().item() < 5e-5
+
+
 def test_float32_keeps_its_longest_padding_and_float16_mixed_pads_to_77(tiny_expclip_dir):
     from modeling_expclip import ExpCLIPModel
 
