@@ -56,7 +56,6 @@ class _QuietBackendFallback(logging.Filter):
 logging.getLogger("transformers.models.auto.image_processing_auto").addFilter(_QuietBackendFallback())
 
 
-
 class InputError(Exception):
     """A bad input item: the message is one line that names the item and says what is wrong."""
 
