@@ -5,8 +5,10 @@
 Every item goes through frozen CLIP once; each (head, prompt set) row then scores the cached CLIP embeddings with
 the model's zero-shot API (`text_classifier` once per prompt set, `project`, `zero_shot_logits`), so `--prompts all
 --baseline-clip` (10 rows) costs one pass over the images. Clips: 16 frames by `sample_segment_indices`, CLIP on
-every frame, frame embeddings averaged, then the head and L2 normalisation; the head is affine, so projecting the
-mean equals the mean of the projections (paper: Method).
+every frame, frame embeddings averaged (in float32, whatever the model's precision), then the head and L2
+normalisation; the head is affine, so projecting the mean equals the mean of the projections (paper: Method).
+`--paper` selects everything that reproduces the released heads' logs: the original's GPU precision, its short-clip
+sampling and its image reading.
 
 Writes OUTPUT/MODEL/BENCHMARK/results.json (every number, per-item predictions, excluded items),
 OUTPUT/MODEL/BENCHMARK/confusion/*.png (row-normalised confusion matrices) and OUTPUT/results.md (the paper's table
