@@ -226,15 +226,18 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
     def to_original_precision(self):
         """The original's test precision on a GPU (README: Reproducing the paper): CLIP in float16 as OpenAI's `clip.load` leaves it, every
         LayerNorm computed in float32 (weights float32, input cast up, output cast back to float16), `logit_scale`
-        and the head in float32. Call on a float32 model; for inference only."""
+        and the head in float32, prompts padded to 77 tokens as `clip.tokenize` pads them. Call on a float32 model;
+        for inference only."""
+        logit_scale = self.clip.logit_scale.data.float()  # before half(): float16 would make exp() 100.03, not 100
         self.clip.half()
         for module in self.clip.modules():
             if isinstance(module, nn.LayerNorm):
                 module.float()
                 module.register_forward_pre_hook(_layer_norm_in_float32)
                 module.register_forward_hook(_layer_norm_out_in_float16)
-        self.clip.logit_scale.data = self.clip.logit_scale.data.float()
+        self.clip.logit_scale.data = logit_scale
         self.projection.float()
+        self._pad_text_to_context = True  # see encode_clip_text
         self._text_classifiers.clear()
         return self
 
@@ -251,6 +254,13 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
 
     def encode_clip_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP's projected text embeddings (joint space, not normalised)."""
+        context = self.clip.config.text_config.max_position_embeddings
+        if getattr(self, "_pad_text_to_context", False) and input_ids.shape[1] < context:
+            # the original's float16 run: `clip.tokenize` pads every prompt with zeros to 77 tokens, and in float16 the
+            # padded length changes the text embeddings (up to 3e-3); float32 keeps any padding (equal within rounding)
+            pad = context - input_ids.shape[1]
+            input_ids = F.pad(input_ids, (0, pad), value=0)
+            attention_mask = None if attention_mask is None else F.pad(attention_mask, (0, pad), value=0)
         return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
     def project(self, clip_embeds: torch.Tensor, use_projection: bool = True, normalize: bool = True) -> torch.Tensor:

@@ -53,6 +53,7 @@ from expclip.features import (
 )
 from expclip.inputs import (
     DTYPES,
+    MIXED_PRECISION,
     InputError,
     first_line,
     one_line,
@@ -90,13 +91,16 @@ class ModelArguments:
     )
     paper_recipe: bool = field(
         default=False,
-        metadata={"help": "Every quirk of the original's training run: --original_preprocessing and --teacher_dropout "
-                  "(the optimiser, batch, epochs and seed defaults are already the paper's)."},
+        metadata={"help": "Every quirk of the original's training run: --original_preprocessing, --teacher_dropout "
+                  "and, on a GPU, --clip_dtype float16-mixed (the optimiser, batch, epochs and seed defaults are "
+                  "already the paper's)."},
     )
     clip_dtype: str = field(
         default="auto",
-        metadata={"help": "Precision of CLIP when extracting the cached features: auto (bfloat16 on GPU, float32 on "
-                  "CPU) or float32 / bfloat16 / float16. Part of the cache key.", "choices": ("auto",) + DTYPES},
+        metadata={"help": "Precision of CLIP when extracting the cached features: auto (bfloat16 on GPU, "
+                  "float16-mixed under --paper_recipe; float32 on CPU) or float32 / bfloat16 / float16 / "
+                  "float16-mixed (the original's: float16 weights, float32 LayerNorm; float32 on CPU). Part of the "
+                  "cache key.", "choices": ("auto",) + DTYPES},
     )
     lora_r: int = field(
         default=0, metadata={"help": "If > 0, also adapt CLIP's vision tower with LoRA of this rank (on pixels, not caches)."}
@@ -401,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d candidate training images in %s", len(items), source)
 
     # ----- cached features: CLIP image embeddings and teacher targets, computed once per image (README: Training)
+    clip_dtype = resolve_dtype(model_args.clip_dtype, state.device, model_args.paper_recipe)
+    asked = MIXED_PRECISION if model_args.clip_dtype == "auto" and model_args.paper_recipe else model_args.clip_dtype
+    if asked == MIXED_PRECISION and clip_dtype == "float32" and state.is_main_process:
+        print("train_expclip: CLIP runs in float32 on CPU, the original's precision there (float16-mixed needs a GPU)",
+              file=sys.stderr)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=model_args.clip_model_name_or_path,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_size=data_args.shard_size,
         # quirk (README: Faithful to the paper): fresh dropout masks every epoch, so one target per image per epoch
         target_draws=math.ceil(training_args.num_train_epochs) if model_args.teacher_dropout else 1,
-        clip_dtype=resolve_dtype(model_args.clip_dtype, state.device),
+        clip_dtype=clip_dtype,
         teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (README: Faithful to the paper: T5 in bf16)
     )
     extraction_start = time.perf_counter()
@@ -498,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             "original_preprocessing": model_args.original_preprocessing,
             "teacher_dropout": model_args.teacher_dropout,
             "paper_recipe": model_args.paper_recipe,
+            "clip_dtype": settings.clip_dtype,  # the precision the cached CLIP features were computed in
             "lora_r": model_args.lora_r,
             "train_loss": round(train_result.training_loss, 6),
         }

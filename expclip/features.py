@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from configuration_expclip import INSTRUCTION
 from .inputs import (
     IMAGE_EXTENSIONS,
+    MIXED_PRECISION,
     ImagePreprocessing,
     InputError,
     InputPipeline,
@@ -81,18 +82,21 @@ class FeatureCacheSettings:
     seed: int = 1  # seeds each shard's dropout masks under the dropout quirk
     target_draws: int = 1  # quirk (README: Faithful to the paper): targets per image, one per epoch (columns target_embeds, _epoch1, ...)
     shard_size: int = 4096
-    clip_dtype: str = "float32"  # precision CLIP runs in (train_expclip.py: bfloat16 on GPU by default)
+    clip_dtype: str = "float32"  # CLIP's precision (train_expclip.py on GPU: bfloat16; float16-mixed, --paper_recipe)
     teacher_dtype: str = "float32"  # precision of the teacher's vision encoder and T5 (bfloat16 on GPU)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> str:
-    """"auto" -> bfloat16 on a GPU, float32 on CPU (a name from `expclip.inputs.DTYPES` is kept)."""
-    if name != "auto":
-        return name
-    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+def resolve_dtype(name: str, device: torch.device | str, paper_recipe: bool = False) -> str:
+    """"auto" -> on a GPU bfloat16, or float16-mixed with `paper_recipe` (the original's CLIP: float16 weights,
+    float32 LayerNorm); float32 on CPU. float16-mixed also becomes float32 on CPU, the original's CPU precision.
+    Any other name from `expclip.inputs.DTYPES` is kept."""
+    gpu = torch.device(device).type == "cuda"
+    if name == "auto":
+        return (MIXED_PRECISION if paper_recipe else "bfloat16") if gpu else "float32"
+    return "float32" if name == MIXED_PRECISION and not gpu else name
 
 
 # ----- the training images ----------------------------------------------------------------------------------------
@@ -188,13 +192,15 @@ class FeatureExtractors:
 
         self.settings = settings
         self.device = device
-        self.clip_dtype = getattr(torch, settings.clip_dtype)
+        mixed = settings.clip_dtype == MIXED_PRECISION  # float16 CLIP with float32 LayerNorm, as the original's
+        self.clip_dtype = torch.float16 if mixed else getattr(torch, settings.clip_dtype)
         self.teacher = ExpCLIPTeacher.from_pretrained(
             settings.teacher_model_name_or_path, settings.instruction, device=device,
             dtype=getattr(torch, settings.teacher_dtype), dropout=settings.teacher_dropout,
         )
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
-        self.clip.to(device=device, dtype=self.clip_dtype)
+        self.clip = self.clip.to_original_precision() if mixed else self.clip.to(dtype=self.clip_dtype)
+        self.clip.to(device=device)
         clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
         self.inputs = ExtractionInputs(
             _preprocessing(clip_processor, settings),

@@ -25,6 +25,8 @@ processor call) and rescales/normalises the batch on the model's device: equal w
 
 from __future__ import annotations  # annotations name torch types without importing torch
 
+import functools
+import logging
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -44,6 +46,18 @@ IMAGE_EXTENSIONS = {ext.lower() for ext in Image.registered_extensions()}
 MIXED_PRECISION = "float16-mixed"
 DTYPES = ("float32", "bfloat16", "float16", MIXED_PRECISION)
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+
+
+class _QuietBackendFallback(logging.Filter):
+    """Drops transformers' "Requested torchvision backend is not available. Falling back to pil backend." that
+    `AutoImageProcessor` prints for an Exp-CLIP folder when torchvision is installed: the folder registers only CLIP's
+    PIL processor, on purpose (README: Reproducing the paper), so the fallback is the plan, not news for the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Requested torchvision backend is not available")
+
+
+logging.getLogger("transformers.models.auto.image_processing_auto").addFilter(_QuietBackendFallback())
 
 
 class InputError(Exception):
@@ -155,15 +169,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source) -> Image.Image:
+def _convert(image: Image.Image, box: tuple | None, original: bool) -> Image.Image:
+    if box is not None:
+        image = image.crop(box)  # keeps the EXIF data: to_rgb then turns the cut face upright
+    return image.convert("RGB") if original else to_rgb(image)
+
+
+def load_image(source, box: tuple | None = None, original: bool = False) -> Image.Image:
     """A path, PIL image or HxWx3 array -> RGB PIL image; raises `InputError` with a one-line reason.
 
-    PIL's decompression-bomb limit stays on. Animated images give their first frame."""
+    `box` (left, top, right, bottom) is cut first, in the stored pixels' coordinates (a benchmark's face box), before
+    any EXIF rotation. `original=True` reads as the original's benchmark code did: a plain `.convert("RGB")`, no EXIF
+    rotation, no alpha compositing (README: Reproducing the paper). PIL's decompression-bomb limit stays on. Animated
+    images give their first frame."""
+    convert = functools.partial(_convert, box=box, original=original)
     if isinstance(source, Image.Image):
-        return to_rgb(source)
+        return convert(source)
     if isinstance(source, np.ndarray):
         try:
-            return to_rgb(Image.fromarray(source))
+            return convert(Image.fromarray(source))
         except (TypeError, ValueError) as error:
             raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
     if is_url(source):
@@ -180,7 +204,7 @@ def load_image(source) -> Image.Image:
             image.seek(0)
             image.load()
             try:
-                return to_rgb(image)
+                return convert(image)
             except ValueError as error:  # the file was read; its pixels cannot be shown as an image
                 raise InputError(f"{path}: refused, {first_line(error)}")
     except Image.DecompressionBombError as error:

@@ -5,8 +5,10 @@
 Every item goes through frozen CLIP once; each (head, prompt set) row then scores the cached CLIP embeddings with
 the model's zero-shot API (`text_classifier` once per prompt set, `project`, `zero_shot_logits`), so `--prompts all
 --baseline-clip` (10 rows) costs one pass over the images. Clips: 16 frames by `sample_segment_indices`, CLIP on
-every frame, frame embeddings averaged, then the head and L2 normalisation; the head is affine, so projecting the
-mean equals the mean of the projections (paper: Method).
+every frame, frame embeddings averaged (in float32, whatever the model's precision), then the head and L2
+normalisation; the head is affine, so projecting the mean equals the mean of the projections (paper: Method).
+`--paper` selects everything that reproduces the released heads' logs: the original's GPU precision, its short-clip
+sampling and its image reading.
 
 Writes OUTPUT/MODEL/BENCHMARK/results.json (every number, per-item predictions, excluded items),
 OUTPUT/MODEL/BENCHMARK/confusion/*.png (row-normalised confusion matrices) and OUTPUT/results.md (the paper's table
@@ -49,15 +51,19 @@ class BenchmarkPixels:
     `InputError` naming it (the pipeline carries the line, the run goes on).
 
     Images: (1, 3, H, W). Clips: (num_segments, 3, H, W), frames sorted by file name and picked by
-    `sample_segment_indices` from the clip's listed frame count. Pixels: the model's own image processor."""
+    `sample_segment_indices` from the clip's listed frame count. Pixels: the model's own image processor. A face box
+    is cut in the stored pixels' coordinates, as the release gives it; `original_reading` then reads as the original
+    did (a plain `.convert("RGB")`: no EXIF rotation, no alpha compositing)."""
 
-    def __init__(self, dataset, image_processor, num_classes, video, num_segments=16, short_clip="even"):
+    def __init__(self, dataset, image_processor, num_classes, video, num_segments=16, short_clip="even",
+                 original_reading=False):
         self.dataset = dataset
         self.preprocess = ImagePreprocessing(image_processor) if image_processor is not None else None
         self.num_classes = num_classes
         self.video = video
         self.num_segments = num_segments
         self.short_clip = short_clip
+        self.original_reading = original_reading
 
     def __len__(self):
         return len(self.dataset)
@@ -74,17 +80,14 @@ class BenchmarkPixels:
         return str(self.dataset[index]["id"])
 
     def load_face(self, item):
-        image = self.load(item["path"])
         box = item.get("box") or []
-        if len(box) == 4:  # AffectNet: the release's face box (x, y, width, height)
+        if len(box) == 4:  # AffectNet: the release's face box (x, y, width, height), in the stored pixels
             x, y, width, height = box
-            image = image.crop((x, y, x + width, y + height))
-        return image
+            return self.load(item["path"], (x, y, x + width, y + height))
+        return self.load(item["path"])
 
-    @staticmethod
-    def load(path):
-
-        return load_image(path)
+    def load(self, path, box=None):
+        return load_image(path, box=box, original=self.original_reading)
 
     def frame_paths(self, item) -> list[Path]:
         """The clip's `num_segments` frames: the paper's test sampling over the frame count its list gives."""
@@ -122,12 +125,10 @@ def clip_embeddings(model, batches, video, description="CLIP features"):
             if not good:
                 continue
             pixels = batch.tensors["pixel_values"].to(device=device, dtype=model.clip.dtype, non_blocking=True)
+            features = model.encode_clip_image(pixels).float()  # frames averaged in float32, as the original's head
             if video:
-                frames = pixels.shape[0] // len(good)
-                features = model.encode_clip_image(pixels).unflatten(0, (len(good), frames)).mean(1)
-            else:
-                features = model.encode_clip_image(pixels)
-            for prepared, feature in zip(good, features.float().cpu()):
+                features = features.unflatten(0, (len(good), pixels.shape[0] // len(good))).mean(1)
+            for prepared, feature in zip(good, features.cpu()):
                 embeds[prepared.index] = feature
                 kept.append(prepared.index)
     kept.sort()
@@ -284,6 +285,39 @@ def resolve_model_path(model: str | None) -> str:
         raise EvaluateError(first_line(error))
 
 
+def load_model(model_path: str, dtype: str, device: str):
+    """The model in `dtype` on `device`, in eval mode, and its processor. "float16-mixed" is the original's GPU
+    precision (`ExpCLIPModel.to_original_precision`: float16 CLIP, float32 LayerNorm, logit_scale and head)."""
+    import torch
+    from transformers import AutoProcessor
+
+    from modeling_expclip import ExpCLIPModel
+
+    try:
+        mixed = dtype == MIXED_PRECISION
+        model = ExpCLIPModel.from_pretrained(model_path, dtype=torch.float32 if mixed else getattr(torch, dtype))
+        model = model.to_original_precision() if mixed else model
+        processor = AutoProcessor.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
+    return model.to(device).eval(), processor
+
+
+def paper_settings(args, device: str) -> tuple[str, str, bool]:
+    """(dtype, short_clip, original_reading) of this run. `--paper` picks what reproduces the released heads' logs
+    (README: Reproducing the paper): float16-mixed on a GPU (float32 on CPU, as the original's tests there),
+    `--short-clip first_frame`, the original's image reading; an explicit --dtype or --short-clip still wins."""
+    dtype, short_clip = args.dtype, args.short_clip
+    if getattr(args, "paper", False):
+        gpu = device.startswith("cuda")
+        if dtype is None and not gpu:
+            print("expclip evaluate: --paper on CPU: float32, the original's precision on CPU (float16-mixed needs a "
+                  "GPU)", file=sys.stderr)
+        dtype = dtype or (MIXED_PRECISION if gpu else "float32")
+        short_clip = short_clip or "first_frame"
+    return dtype or "float32", short_clip or "even", bool(getattr(args, "paper", False))
+
+
 def load_prepared(data: Path, benchmark):
     if not data.is_dir():
         hint = f"make it with `expclip prepare --benchmark {benchmark.name}`"
@@ -319,22 +353,13 @@ def evaluate_benchmark(args) -> dict:
     dataset, metadata = load_prepared(data, benchmark)
 
     import torch
-    from transformers import AutoProcessor
-
-    from modeling_expclip import ExpCLIPModel
 
     model_path = resolve_model_path(args.model)
     if args.update_card and not Path(model_path).is_dir():
         raise EvaluateError(f"{model_path}: --update-card needs a local model folder")
-    try:
-        mixed = args.dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
-        model = ExpCLIPModel.from_pretrained(model_path, dtype=torch.float32 if mixed else getattr(torch, args.dtype))
-        model = model.to_original_precision() if mixed else model
-        processor = AutoProcessor.from_pretrained(model_path)
-    except (OSError, ValueError) as error:
-        raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    dtype, short_clip, original_reading = paper_settings(args, device)
+    model, processor = load_model(model_path, dtype, device)
     model_name = args.model_name or Path(model_path).name
     clip_name = Path(model.config.clip_model_name_or_path or "clip").name
 
@@ -344,7 +369,7 @@ def evaluate_benchmark(args) -> dict:
     prompt_overrides = {**(model.config.prompt_overrides or {}), **prompt_file}  # the file wins over the config
     num_segments = args.num_segments or model.config.num_segments
     pixels = BenchmarkPixels(dataset, processor.image_processor, benchmark.num_classes, benchmark.is_video,
-                             num_segments, args.short_clip)
+                             num_segments, short_clip, original_reading)
     batches = InputPipeline(range(len(dataset)), pixels, batch_size=args.batch_size, num_workers=args.num_workers,
                             name=pixels.name, pin_memory=torch.device(device).type == "cuda")
     kept, clip_embeds, excluded = clip_embeddings(model, batches, benchmark.is_video,
@@ -402,9 +427,11 @@ def evaluate_benchmark(args) -> dict:
         "ensemble": ensemble,
         "prompt_file": str(Path(args.prompt_file).resolve()) if args.prompt_file else None,
         "prompt_overrides": {name: p for name, p in prompt_overrides.items() if name in benchmark.class_names},
-        "dtype": args.dtype,
+        "paper": bool(getattr(args, "paper", False)),
+        "dtype": dtype,
         "num_segments": num_segments if benchmark.is_video else None,
-        "short_clip": args.short_clip if benchmark.is_video else None,
+        "short_clip": short_clip if benchmark.is_video else None,
+        "image_reading": "original" if original_reading else "upright",  # plain convert("RGB") / EXIF and alpha
         "num_items": len(dataset),
         "num_evaluated": len(kept),
         "num_excluded": len(excluded),
@@ -441,19 +468,23 @@ def add_arguments(parser):
     parser.add_argument("--baseline-clip", action="store_true",
                         help="also score plain CLIP (no head) on the same data in the same run (the paper's Table 2)")
     parser.add_argument("--output", default="outputs/evaluate", help="results folder (default: outputs/evaluate)")
-    parser.add_argument("--short-clip", choices=["even", "first_frame"], default="even",
+    parser.add_argument("--paper", action="store_true",
+                        help="everything that reproduces the released heads' logs: --dtype float16-mixed on a GPU "
+                        "(float32 on CPU), --short-clip first_frame, and the original's image reading (a plain "
+                        "convert('RGB'): no EXIF rotation, no alpha compositing); explicit --dtype/--short-clip win")
+    parser.add_argument("--short-clip", choices=["even", "first_frame"],
                         help="clips of <= 16 frames: sample evenly with repetition (default) or take frame 0 "
-                        "sixteen times (the original's quirk)")
+                        "sixteen times (the original's quirk; --paper sets it)")
     parser.add_argument("--num-segments", type=int, help="frames per clip (default: the model's config, 16)")
     parser.add_argument("--batch-size", type=int, default=32, help="images or clips per forward pass")
     parser.add_argument("--num-workers", "--workers", dest="num_workers", type=int, default=None,
                         help="input pipeline processes decoding and preprocessing while CLIP runs (default: one per "
                         "CPU core less one, at most 16; 0: all in this process)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+    parser.add_argument("--dtype", choices=DTYPES,
                         help="model precision: float32 (default; the original's tests on CPU), float16-mixed (the "
-                        "original's tests on a GPU: float16 CLIP, float32 LayerNorm and head), bfloat16/float16 "
-                        "(faster, not the original's)")
+                        "original's tests on a GPU: float16 CLIP, float32 LayerNorm, logit_scale and head, prompts "
+                        "padded to 77 tokens; --paper sets it on a GPU), bfloat16/float16 (faster, not the original's)")
     parser.add_argument("--model-name", help="row label of the model (default: the model folder's name)")
     parser.add_argument("--update-card", action="store_true",
                         help="write UAR/WAR into the model folder's README.md model-index")
