@@ -3,6 +3,7 @@
 import { env, pipeline } from "@huggingface/transformers";
 
 const [folder, image, labels, template, dtype] = process.argv.slice(2);
+env.localModelPath = "./"; // FOLDER is a folder in the current one, as the README says
 env.allowRemoteModels = false; // the tests never reach the network: a missing file must fail, not download
 const classifier = await pipeline("zero-shot-image-classification", folder, { dtype });
 const scores = await classifier(image, labels.split(","), { hypothesis_template: template });
