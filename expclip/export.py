@@ -171,9 +171,12 @@ def classifier_json(info: dict) -> str:
 
     text = json.dumps(info, indent=2, default=placeholder)
     for index, array in enumerate(arrays):
+        token = json.dumps(f"\0array{index}")
+        indent = re.search(f"^( *).*{re.escape(token)}", text, re.M).group(1)
         rows = array.rows()
-        compact = "[" + rows[0] + "]" if array.tensor.ndim == 1 else "[\n" + ",\n".join(rows) + "\n]"
-        text = text.replace(json.dumps(f"\0array{index}"), compact, 1)
+        compact = (f"[{rows[0]}]" if array.tensor.ndim == 1
+                   else "[\n" + ",\n".join(f"{indent}  {row}" for row in rows) + f"\n{indent}]")
+        text = text.replace(token, compact, 1)
     return text + "\n"
 
 
@@ -406,12 +409,22 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     if to == "onnx":
         suffix = ONNX_DTYPES[dtype]
         js_dtype = ', with `dtype: "fp16"`' if suffix else ""
+        js_options = ', { dtype: "fp16" }' if suffix else ""
         onnx_files = (
-            f"\n## ONNX\n\n`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
+            f"\n## ONNX\n\n`onnx/model{suffix}.onnx` (the whole CLIP: `input_ids`, `attention_mask`, `pixel_values` -> "
+            "`logits_per_image`, `logits_per_text`, `text_embeds`, `image_embeds`), "
+            f"`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
             f"`onnx/text_model{suffix}.onnx` (`input_ids`, `attention_mask` -> `text_embeds`), {dtype}, the layout "
-            "transformers.js reads (`CLIPVisionModelWithProjection`, `CLIPTextModelWithProjection`"
-            f"{js_dtype}). Both were checked against Exp-CLIP with ONNX Runtime "
-            "when exported.\n"
+            "transformers.js reads (`CLIPModel`, `CLIPVisionModelWithProjection`, `CLIPTextModelWithProjection`"
+            f"{js_dtype}). All three were checked against Exp-CLIP with ONNX Runtime when exported. "
+            "`text_classifier.json` holds the classifier as plain JSON arrays too (`prompt_sets.<name>.arrays`).\n\n"
+            "```js\n"
+            'import { pipeline } from "@huggingface/transformers";\n\n'
+            f'const classifier = await pipeline("zero-shot-image-classification", "path/to/this/folder"{js_options});\n'
+            f'const scores = await classifier("face.jpg", [{labels}], {{ hypothesis_template: "{type3}" }});\n'
+            "```\n\n"
+            "Give it images at the processor's size (`preprocessor_config.json`): its resize is not PIL's. It drops "
+            "the end-of-text token of prompts over 77 tokens: keep prompts shorter.\n"
         )
     body = f"""
 # Exp-CLIP as a stock CLIP model

@@ -584,3 +584,13 @@ def test_readme_score_example_gives_expclip_predicts_probabilities(node, request
     assert list(scores) == BASIC_EXPRESSIONS
     for label in BASIC_EXPRESSIONS:
         assert scores[label] == pytest.approx(predicted[label], abs=JS_TOLERANCE[dtype])
+
+
+def test_onnx_model_card_shows_the_transformers_js_pipeline(onnx_export):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(onnx_export[1] / "README.md")
+    assert "transformers.js" in card.data.tags
+    assert "`onnx/model.onnx` (the whole CLIP" in card.text
+    assert 'await pipeline("zero-shot-image-classification", "path/to/this/folder");' in card.text
+    assert f'{{ hypothesis_template: "{TYPE3}" }}' in card.text
