@@ -55,7 +55,7 @@ TEXT_CLASSIFIER = "text_classifier"  # .safetensors + .json
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GiB; bigger towers keep weights in a .onnx_data file
 ARXIV = "https://arxiv.org/abs/2405.19100"
-CONTEXT_LENGTH = 77  # CLIP's text context (paper: Experiments); longer prompts are truncated
+CONTEXT_LENGTH = 77  # CLIP's text context (README: Reproducing the paper); longer prompts are truncated
 MODEL_OUTPUTS = ["logits_per_image", "logits_per_text", "text_embeds", "image_embeds"]  # as CLIPModel.forward
 
 
@@ -133,7 +133,7 @@ def text_classifier_files(model: ExpCLIPModel, tokenizer, class_names: list[str]
 def _warn_long_prompts(tokenizer, prompts: list[str]) -> None:
     """Warn once about prompts over CLIP's 77 tokens: transformers (and the stored classifier) truncate them keeping the
     end-of-text token, where CLIP reads the text embedding; transformers.js's truncation drops it."""
-    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False, verbose=False)["input_ids"]]
     long = [(prompt, length) for prompt, length in zip(prompts, lengths) if length > CONTEXT_LENGTH]
     if long:
         prompt, length = long[0]
