@@ -1,7 +1,7 @@
 """`expclip export`: an Exp-CLIP model wherever CLIP runs, with no custom code.
 
     expclip export expclip-l14 --to clip --output expclip-l14-clip   # stock CLIPModel folder (transformers)
-    expclip export expclip-l14 --to onnx --output expclip-l14-onnx   # + onnx/vision_model.onnx, onnx/text_model.onnx
+    expclip export expclip-l14 --to onnx --output expclip-l14-onnx   # + onnx/model.onnx and the two towers
 
 Exp-CLIP's head W is one bias-free linear map applied to both of CLIP's projected embeddings before normalisation
 (paper: Method). CLIP's `visual_projection` and `text_projection` are bias-free linear maps too, so `W @ visual_projection`
@@ -10,10 +10,12 @@ too: frames are averaged before normalisation, and averaging commutes with a lin
 
 Every export holds a ready text classifier (`text_classifier.safetensors` + `text_classifier.json`): the normalised
 prompt embeddings of a label set under some prompt sets, with each prompt's class index (the paper averages per-prompt
-logits) and the normalised class embeddings, so an app needs only the vision model.
+logits) and the normalised class embeddings, so an app needs only the vision model. The JSON repeats them as plain
+arrays, for JavaScript, which has no safetensors reader.
 
-ONNX: the two towers in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's
-exporter (torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
+ONNX: the whole CLIP (`onnx/model.onnx`, what transformers.js's zero-shot-image-classification pipeline loads) and the
+two towers, in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's exporter
+(torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
 optimum / optimum-onnx: their releases require transformers<4.58, and this project needs transformers 5.
 """
 
@@ -53,10 +55,16 @@ TEXT_CLASSIFIER = "text_classifier"  # .safetensors + .json
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobufs stop at 2 GiB; bigger towers keep weights in a .onnx_data file
 ARXIV = "https://arxiv.org/abs/2405.19100"
+CONTEXT_LENGTH = 77  # CLIP's text context (README: Reproducing the paper); longer prompts are truncated
+MODEL_OUTPUTS = ["logits_per_image", "logits_per_text", "text_embeds", "image_embeds"]  # as CLIPModel.forward
 
 
 class ExportError(ValueError):
     """A model that cannot be exported, or an output that must not be written; the message is one line."""
+
+
+class ExportWarning(UserWarning):
+    """Something the export wrote that some clients will read differently; the message is one line."""
 
 
 # ----- folding the head into CLIP ----------------------------------------------------------------------------------
@@ -101,6 +109,11 @@ def text_classifier_files(model: ExpCLIPModel, tokenizer, class_names: list[str]
             "prompt_class": f"{set_name}.prompt_class",
             "class_embeds": f"{set_name}.class_embeds",
         }
+    _warn_long_prompts(tokenizer, [prompt for spec in sets.values() for ps in spec["prompts"] for prompt in ps])
+    for set_name, spec in sets.items():
+        # The same tensors as plain arrays, for JavaScript: float32 values written as their shortest decimals.
+        spec["arrays"] = {name: _JSONArray(tensors[spec[name]]) for name in ("prompt_embeds", "prompt_class",
+                                                                                "class_embeds")}
     info = {
         "class_names": list(class_names),
         "logit_scale": float(model.logit_scale),
@@ -110,10 +123,61 @@ def text_classifier_files(model: ExpCLIPModel, tokenizer, class_names: list[str]
         "usage": (
             "logits[c] = logit_scale * mean over the prompts p of class c (prompt_class == c) of "
             "normalize(image_embeds) . prompt_embeds[p] (the paper's logit averaging); or "
-            "logit_scale * normalize(image_embeds) . class_embeds[c] (averaged prompt embeddings)"
+            "logit_scale * normalize(image_embeds) . class_embeds[c] (averaged prompt embeddings); "
+            "prompt_sets[name].arrays holds the same tensors as plain JSON arrays"
         ),
     }
     return tensors, info
+
+
+def _warn_long_prompts(tokenizer, prompts: list[str]) -> None:
+    """Warn once about prompts over CLIP's 77 tokens: transformers (and the stored classifier) truncate them keeping the
+    end-of-text token, where CLIP reads the text embedding; transformers.js's truncation drops it."""
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False, verbose=False)["input_ids"]]
+    long = [(prompt, length) for prompt, length in zip(prompts, lengths) if length > CONTEXT_LENGTH]
+    if long:
+        prompt, length = long[0]
+        warnings.warn(
+            f"{len(long)} prompt(s) over CLIP's {CONTEXT_LENGTH} tokens, e.g. {prompt!r} ({length} tokens): the stored "
+            "classifier truncates them as CLIP does, but transformers.js's truncation drops the end-of-text token and "
+            "scores them wrongly; shorten them for the transformers.js pipeline", ExportWarning, stacklevel=2,
+        )
+
+
+class _JSONArray:
+    """A tensor to be written as a plain JSON array, one row per line (see `classifier_json`)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def rows(self) -> list[str]:
+        values = self.tensor.numpy()
+        if values.ndim == 1:
+            return [",".join(map(str, values.tolist()))]
+        # str(np.float32) is the shortest decimal that reads back as the same float32.
+        return ["[" + ",".join(str(value) for value in row) + "]" for row in values]
+
+
+def classifier_json(info: dict) -> str:
+    """`text_classifier.json`: indented, with each `_JSONArray` as plain JSON, one row per line (an indented dump of a
+    4096-wide classifier puts each number on a line of its own)."""
+    arrays = []
+
+    def placeholder(value):
+        if isinstance(value, _JSONArray):
+            arrays.append(value)
+            return f"\0array{len(arrays) - 1}"
+        raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+    text = json.dumps(info, indent=2, default=placeholder)
+    for index, array in enumerate(arrays):
+        token = json.dumps(f"\0array{index}")
+        indent = re.search(f"^( *).*{re.escape(token)}", text, re.M).group(1)
+        rows = array.rows()
+        compact = (f"[{rows[0]}]" if array.tensor.ndim == 1
+                   else "[\n" + ",\n".join(f"{indent}  {row}" for row in rows) + f"\n{indent}]")
+        text = text.replace(token, compact, 1)
+    return text + "\n"
 
 
 # ----- ONNX --------------------------------------------------------------------------------------------------------
@@ -156,7 +220,21 @@ class TextTower(nn.Module):
         return self.text_projection(self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
 
 
-def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynamic_shapes, path: Path, dtype: str):
+class CLIPWithLogits(nn.Module):
+    """input_ids, attention_mask, pixel_values -> logits_per_image, logits_per_text, text_embeds, image_embeds (the
+    embeddings normalised), as `CLIPModel.forward`: what transformers.js's `CLIPModel`, and so its
+    zero-shot-image-classification pipeline, runs as `onnx/model.onnx`."""
+
+    def __init__(self, clip: CLIPModel):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        output = self.clip(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+        return tuple(getattr(output, name) for name in MODEL_OUTPUTS)
+
+
+def _export_tower(tower: nn.Module, args: tuple, input_names, output_names, dynamic_shapes, path: Path, dtype: str):
     import onnx
 
     big = sum(p.numel() * 4 for p in tower.parameters()) > EXTERNAL_DATA_BYTES
@@ -167,7 +245,7 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynam
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                tower.eval(), args, input_names=input_names, output_names=[output_name],
+                tower.eval(), args, input_names=input_names, output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
             )
     finally:
@@ -185,15 +263,17 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynam
 
 
 def export_onnx(clip: CLIPModel, tokenizer, folder: Path, dtype: str = "float32") -> dict:
-    """`folder/onnx/vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`; returns the two paths."""
+    """`folder/onnx/model{,_fp16}.onnx` (the whole CLIP), `vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`;
+    returns the three paths."""
     onnx_dir = folder / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     suffix = ONNX_DTYPES[dtype]
     size = clip.config.vision_config.image_size
     batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
-    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx"}
+    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx",
+             "model": onnx_dir / f"model{suffix}.onnx"}
     _export_tower(
-        VisionTower(clip), (torch.rand(2, 3, size, size),), ["pixel_values"], "image_embeds",
+        VisionTower(clip), (torch.rand(2, 3, size, size),), ["pixel_values"], ["image_embeds"],
         {"pixel_values": {0: batch}}, paths["vision"], dtype,
     )
     # Two prompts of different lengths, so neither axis is traced as a constant.
@@ -201,8 +281,16 @@ def export_onnx(clip: CLIPModel, tokenizer, folder: Path, dtype: str = "float32"
                        return_tensors="pt")
     _export_tower(
         TextTower(clip), (tokens["input_ids"], tokens["attention_mask"]), ["input_ids", "attention_mask"],
-        "text_embeds", {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+        ["text_embeds"], {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
         paths["text"], dtype,
+    )
+    # Three images and two prompts: the image and text batches stay two separate axes.
+    images = torch.export.Dim("image_batch_size")
+    _export_tower(
+        CLIPWithLogits(clip), (tokens["input_ids"], tokens["attention_mask"], torch.rand(3, 3, size, size)),
+        ["input_ids", "attention_mask", "pixel_values"], MODEL_OUTPUTS,
+        {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}, "pixel_values": {0: images}},
+        paths["model"], dtype,
     )
     return paths
 
@@ -263,6 +351,19 @@ def verify_export(folder: Path, model: ExpCLIPModel, processor, prompts: list[st
                                                   "attention_mask": tokens["attention_mask"].astype(np.int64)})[0]
         differences[f"ONNX Runtime image_embeds ({dtype})"] = _largest_difference(image, expected_image)
         differences[f"ONNX Runtime text_embeds ({dtype})"] = _largest_difference(text, expected_text)
+        whole = onnxruntime.InferenceSession(str(onnx_paths["model"]), options, providers=["CPUExecutionProvider"])
+        logits_per_image, _, text, image = whole.run(MODEL_OUTPUTS, {
+            "input_ids": tokens["input_ids"].astype(np.int64),
+            "attention_mask": tokens["attention_mask"].astype(np.int64),
+            "pixel_values": pixel_values.numpy(),
+        })
+        # Logits over logit_scale are cosines: the tolerance is the embeddings' one.
+        cosine = F.normalize(expected_image, dim=-1) @ F.normalize(expected_text, dim=-1).T
+        scale = float(model.logit_scale)
+        differences[f"ONNX Runtime model.onnx logits_per_image / logit_scale ({dtype})"] = float(
+            (torch.from_numpy(logits_per_image) / scale - cosine).abs().max())
+        differences[f"ONNX Runtime model.onnx image_embeds ({dtype})"] = _largest_difference(image, expected_image)
+        differences[f"ONNX Runtime model.onnx text_embeds ({dtype})"] = _largest_difference(text, expected_text)
     for name, difference in differences.items():
         _check(name, difference, TOLERANCE["float32" if name.startswith("CLIPModel") else dtype])
     return differences
@@ -308,12 +409,22 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     if to == "onnx":
         suffix = ONNX_DTYPES[dtype]
         js_dtype = ', with `dtype: "fp16"`' if suffix else ""
+        js_options = ', { dtype: "fp16" }' if suffix else ""
         onnx_files = (
-            f"\n## ONNX\n\n`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
+            f"\n## ONNX\n\n`onnx/model{suffix}.onnx` (the whole CLIP: `input_ids`, `attention_mask`, `pixel_values` -> "
+            "`logits_per_image`, `logits_per_text`, `text_embeds`, `image_embeds`), "
+            f"`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
             f"`onnx/text_model{suffix}.onnx` (`input_ids`, `attention_mask` -> `text_embeds`), {dtype}, the layout "
-            "transformers.js reads (`CLIPVisionModelWithProjection`, `CLIPTextModelWithProjection`"
-            f"{js_dtype}). Both were checked against Exp-CLIP with ONNX Runtime "
-            "when exported.\n"
+            "transformers.js reads (`CLIPModel`, `CLIPVisionModelWithProjection`, `CLIPTextModelWithProjection`"
+            f"{js_dtype}). All three were checked against Exp-CLIP with ONNX Runtime when exported. "
+            "`text_classifier.json` holds the classifier as plain JSON arrays too (`prompt_sets.<name>.arrays`).\n\n"
+            "```js\n"
+            'import { pipeline } from "@huggingface/transformers";\n\n'
+            f'const classifier = await pipeline("zero-shot-image-classification", "path/to/this/folder"{js_options});\n'
+            f'const scores = await classifier("face.jpg", [{labels}], {{ hypothesis_template: "{type3}" }});\n'
+            "```\n\n"
+            "Give it images at the processor's size (`preprocessor_config.json`): its resize is not PIL's. It drops "
+            "the end-of-text token of prompts over 77 tokens: keep prompts shorter.\n"
         )
     body = f"""
 # Exp-CLIP as a stock CLIP model
@@ -486,7 +597,7 @@ def export_model(
         processor.save_pretrained(folder)
         processor.image_processor.save_pretrained(folder)  # preprocessor_config.json: what transformers.js reads
         save_file(tensors, folder / f"{TEXT_CLASSIFIER}.safetensors", metadata={"format": "pt"})
-        (folder / f"{TEXT_CLASSIFIER}.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (folder / f"{TEXT_CLASSIFIER}.json").write_text(classifier_json(info), encoding="utf-8")
         card.save(folder / "README.md")
         onnx_paths = export_onnx(clip, processor.tokenizer, folder, dtype) if to == "onnx" else None
         verify_export(folder, expclip, processor, prompts, onnx_paths, dtype)
@@ -532,8 +643,15 @@ def run(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # success is one line, a refusal too
     labels = None if args.labels is None else [name.strip() for name in args.labels.split(",")]
     try:
-        folder = export_model(args.model, args.output, to=args.to, dtype=args.dtype, class_names=labels,
-                              prompt_sets=parse_prompt_sets(args.prompts), overwrite=args.overwrite)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExportWarning)
+            folder = export_model(args.model, args.output, to=args.to, dtype=args.dtype, class_names=labels,
+                                  prompt_sets=parse_prompt_sets(args.prompts), overwrite=args.overwrite)
+        for warning in caught:
+            if issubclass(warning.category, ExportWarning):
+                print(f"expclip export: warning: {warning.message}", file=sys.stderr)
+            else:  # shown as they would have been
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     except Exception as error:
         if args.debug:
             raise

@@ -1,7 +1,9 @@
 """`expclip export` (issue 12): an Exp-CLIP model as a stock CLIPModel folder (no custom code), as ONNX in the
-transformers.js layout, and a ready text classifier, all through the real command."""
+transformers.js layout, and a ready text classifier, all through the real command; transformers.js itself runs the ONNX
+export in Node (issue 22)."""
 
 import json
+import re
 import shutil
 import sys
 import textwrap
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, run_command
+from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, REPO_ROOT, run_command
 from PIL import Image
 from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor
 
@@ -185,6 +187,16 @@ def test_text_classifier_holds_the_models_prompts_for_type3_and_type5(clip_expor
     assert info["logit_scale"] == pytest.approx(model.logit_scale.item())
 
 
+def test_text_classifier_json_holds_the_same_tensors_as_plain_arrays(clip_export):
+    for prompt_set in ("type3", "type5"):
+        _, spec, prompt_embeds, prompt_class, class_embeds = stored_classifier(clip_export[1], prompt_set)
+        arrays = spec["arrays"]
+        assert arrays["prompt_class"] == prompt_class.tolist()
+        # float32 values as decimals that read back as the same float32s
+        assert torch.equal(torch.tensor(arrays["prompt_embeds"], dtype=torch.float32), prompt_embeds)
+        assert torch.equal(torch.tensor(arrays["class_embeds"], dtype=torch.float32), class_embeds)
+
+
 # ----- --to onnx -----------------------------------------------------------------------------------------------------
 
 
@@ -196,6 +208,31 @@ def test_onnx_export_uses_the_transformers_js_layout(onnx_export):
     assert [i.name for i in text.get_inputs()] == ["input_ids", "attention_mask"]
     assert [o.name for o in text.get_outputs()] == ["text_embeds"]
     assert (folder / "model.safetensors").is_file() and (folder / "text_classifier.safetensors").is_file()
+
+
+def test_onnx_model_is_the_whole_clip_that_the_transformers_js_pipeline_loads(onnx_export):
+    _, folder = onnx_export
+    model = onnx_session(folder / "onnx" / "model.onnx")
+    assert [i.name for i in model.get_inputs()] == ["input_ids", "attention_mask", "pixel_values"]
+    assert [o.name for o in model.get_outputs()] == ["logits_per_image", "logits_per_text", "text_embeds",
+                                                     "image_embeds"]
+
+
+def test_onnx_model_logits_per_image_equal_expclip(onnx_export, expclip, photo_dir):
+    _, folder = onnx_export
+    model, processor = expclip
+    pixels = pixel_values(processor, photo_dir, ["astronaut.jpg", "lfw face.png", "coffee.jpg"])
+    prompts = [TYPE3.format(name) for name in ("happiness", "sadness")]  # two images' batch is not the texts' one
+    tokens = processor.tokenizer(prompts, padding=True, return_tensors="np")
+    logits_per_image, logits_per_text = onnx_session(folder / "onnx" / "model.onnx").run(
+        ["logits_per_image", "logits_per_text"], {**tokens, "pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        expected = model(input_ids=torch.from_numpy(tokens["input_ids"]),
+                         attention_mask=torch.from_numpy(tokens["attention_mask"]), pixel_values=pixels)
+    assert logits_per_image.shape == (3, 2)
+    np.testing.assert_allclose(logits_per_image, expected.logits_per_image.numpy(), atol=1e-4)
+    np.testing.assert_allclose(logits_per_text, expected.logits_per_image.numpy().T, atol=1e-4)
+    assert np.ptp(logits_per_image) > 1e-2  # the logits differ between images and prompts
 
 
 def test_onnx_runtime_embeds_equal_pytorch(onnx_export, photo_dir):
@@ -230,13 +267,20 @@ def test_onnx_zero_shot_with_the_stored_classifier_equals_expclip(onnx_export, e
     assert torch.allclose(probabilities, expected.softmax(-1), atol=1e-4)
 
 
-def test_python_export_to_float16_onnx_is_named_for_transformers_js_and_close(tmp_path, converted_dir, expclip,
-                                                                           photo_dir):
+@pytest.fixture(scope="module")
+def onnx_fp16_export(tmp_path_factory, converted_dir):
     from expclip.export import export_model
 
-    output = export_model(str(converted_dir), tmp_path / "onnx-fp16", to="onnx", dtype="float16", prompt_sets=["type3"])
-    assert output == tmp_path / "onnx-fp16"
-    assert sorted(path.name for path in (output / "onnx").iterdir()) == ["text_model_fp16.onnx", "vision_model_fp16.onnx"]
+    work = tmp_path_factory.mktemp("export-onnx-fp16")
+    output = export_model(str(converted_dir), work / "onnx-fp16", to="onnx", dtype="float16", prompt_sets=["type3"])
+    assert output == work / "onnx-fp16"
+    return output
+
+
+def test_python_export_to_float16_onnx_is_named_for_transformers_js_and_close(onnx_fp16_export, expclip, photo_dir):
+    output = onnx_fp16_export
+    assert sorted(path.name for path in (output / "onnx").iterdir()) == [
+        "model_fp16.onnx", "text_model_fp16.onnx", "vision_model_fp16.onnx"]
     model, processor = expclip
     pixels = pixel_values(processor, photo_dir, ["astronaut.jpg", "lfw face.png"])
     image_embeds = onnx_session(output / "onnx" / "vision_model_fp16.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
@@ -330,6 +374,29 @@ def test_bad_labels_or_prompt_template_is_one_line_and_writes_nothing(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_prompts_over_77_tokens_get_one_warning_line_and_are_kept_truncated(tmp_path, converted_dir, expclip, capsys):
+    from expclip.cli import main
+
+    model, processor = expclip
+    template = "a photo of a face, " + "seen from very close, " * 3 + "with an expression of {}."  # a token a byte here
+    long_prompt = template.format("joy")
+    assert len(processor.tokenizer(long_prompt)["input_ids"]) > 77
+    output = tmp_path / "out"
+    assert main(["export", str(converted_dir), "--labels", "joy,anger", "--prompts", f"{template}|{{}}.",
+                 "--output", str(output)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {output}"
+    assert err.strip() == (
+        f"expclip export: warning: 2 prompt(s) over CLIP's 77 tokens, e.g. {long_prompt!r} "
+        f"({len(processor.tokenizer(long_prompt)['input_ids'])} tokens): the stored classifier truncates them as CLIP "
+        "does, but transformers.js's truncation drops the end-of-text token and scores them wrongly; shorten them for "
+        "the transformers.js pipeline"
+    )
+    _, _, prompt_embeds, _, _ = stored_classifier(output, "custom")
+    expected = model.text_classifier(processor.tokenizer, ["joy", "anger"], [template, "{}."])
+    assert torch.allclose(prompt_embeds, expected.prompt_embeds, atol=1e-6)
+
+
 # ----- options -------------------------------------------------------------------------------------------------------
 
 
@@ -379,3 +446,122 @@ def test_a_failed_check_keeps_nothing(tmp_path, converted_dir, monkeypatch):
     with pytest.raises(export_expclip.ExportError, match="check failed: CLIPModel image_embeds differs"):
         export_expclip.export_model(str(converted_dir), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- transformers.js in Node on the ONNX export (issue 22) ---------------------------------------------------------
+
+JS_DIR = Path(__file__).parent / "js"  # package.json + package-lock.json pinning @huggingface/transformers
+NPM_INSTALL = "ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix tests/js"
+JS_LABELS = ["happiness", "sadness", "anger"]
+JS_TOLERANCE = {"fp32": 1e-5, "fp16": 1e-3}
+
+
+def find_node(path: str | None = None, js_dir: Path = JS_DIR) -> str:
+    """node, or a skip with the reason when Node.js is missing; a failure saying what to run when node is there but the
+    npm package is not (a missing install must not pass as a skip)."""
+    node = shutil.which("node", path=path)
+    if node is None:
+        pytest.skip("node is not installed (not on PATH): the transformers.js tests need Node.js 18 or newer")
+    if not (js_dir / "node_modules" / "@huggingface" / "transformers" / "package.json").is_file():
+        pytest.fail(f"@huggingface/transformers is not installed in {js_dir}: run `{NPM_INSTALL}` in the project root",
+                    pytrace=False)
+    return node
+
+
+def test_without_node_the_transformers_js_tests_are_skipped_with_the_reason(tmp_path):
+    with pytest.raises(pytest.skip.Exception, match="node is not installed"):
+        find_node(path=str(tmp_path))
+
+
+def test_with_node_but_without_the_npm_package_they_fail_saying_what_to_run(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "node").write_text("#!/bin/sh\n")
+    (bin_dir / "node").chmod(0o755)
+    with pytest.raises(pytest.fail.Exception, match=re.escape(NPM_INSTALL)):
+        find_node(path=str(bin_dir), js_dir=tmp_path / "js")
+
+
+@pytest.fixture(scope="module")
+def node():
+    return find_node()
+
+
+@pytest.fixture(scope="module")
+def resized_photo(tmp_path_factory, photo_dir, expclip) -> Path:
+    """The astronaut at the processor's size: transformers.js's resize is not PIL's, so both get the same pixels."""
+    _, processor = expclip
+    image_processor = processor.image_processor
+    assert image_processor.do_center_crop is False  # the converted head's square resize: size is height x width
+    size = (image_processor.size["width"], image_processor.size["height"])
+    photo = tmp_path_factory.mktemp("resized") / "astronaut.png"
+    Image.open(photo_dir / "astronaut.jpg").convert("RGB").resize(size).save(photo)
+    return photo
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory, converted_dir, resized_photo) -> dict:
+    """`expclip predict`'s type3 probabilities of the 7 basic expressions on the resized photo."""
+    result = run_command(EXPCLIP, "predict", resized_photo, "--model", converted_dir, "--prompts", "type3",
+                         "--format", "json", "--workers", "0", cwd=tmp_path_factory.mktemp("predict"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [prediction] = json.loads(result.stdout)
+    scores = prediction["scores"]
+    assert list(scores) == BASIC_EXPRESSIONS
+    assert max(scores.values()) - min(scores.values()) > 1e-2  # not a flat distribution
+    return scores
+
+
+def run_node(node: str, script: Path, *args, cwd: Path) -> dict:
+    result = run_command(node, script, *args, cwd=cwd, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_transformers_js_pipeline_probabilities_equal_expclip_predict(node, request, predicted, resized_photo, dtype):
+    folder = request.getfixturevalue("onnx_export")[1] if dtype == "fp32" else request.getfixturevalue("onnx_fp16_export")
+    # The README's one-liner: the folder named relative to the current one, the type3 template, 3 labels.
+    scores = run_node(node, JS_DIR / "zero_shot.mjs", folder.name, resized_photo, ",".join(JS_LABELS), TYPE3, dtype,
+                      cwd=folder.parent)
+    assert sorted(scores) == sorted(JS_LABELS)
+    # predict scored 7 labels: the probabilities over 3 of them are those renormalised (softmax restricted to them).
+    total = sum(predicted[label] for label in JS_LABELS)
+    for label in JS_LABELS:
+        assert scores[label] == pytest.approx(predicted[label] / total, abs=JS_TOLERANCE[dtype])
+
+
+def readme_score_example() -> str:
+    """The README's JavaScript scoring example, as printed there."""
+    blocks = re.findall(r"```js\n(.*?)```", (REPO_ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    [example] = [block for block in blocks if block.startswith("// score.mjs")]
+    return example
+
+
+def test_readme_score_example_is_15_lines_of_code():
+    code = [line for line in readme_score_example().splitlines() if line.strip() and not line.startswith("//")]
+    assert len(code) <= 15
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_readme_score_example_gives_expclip_predicts_probabilities(node, request, tmp_path, predicted, resized_photo,
+                                                                   dtype):
+    folder = request.getfixturevalue("onnx_export")[1] if dtype == "fp32" else request.getfixturevalue("onnx_fp16_export")
+    script = tmp_path / "score.mjs"
+    script.write_text(readme_score_example(), encoding="utf-8")
+    (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")  # where `npm install` would put it
+    args = [folder.name, resized_photo] + (["fp16"] if dtype == "fp16" else [])
+    scores = run_node(node, script, *args, cwd=folder.parent)  # `node score.mjs expclip-l14-onnx face.jpg`, as there
+    assert list(scores) == BASIC_EXPRESSIONS
+    for label in BASIC_EXPRESSIONS:
+        assert scores[label] == pytest.approx(predicted[label], abs=JS_TOLERANCE[dtype])
+
+
+def test_onnx_model_card_shows_the_transformers_js_pipeline(onnx_export):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(onnx_export[1] / "README.md")
+    assert "transformers.js" in card.data.tags
+    assert "`onnx/model.onnx` (the whole CLIP" in card.text
+    assert 'await pipeline("zero-shot-image-classification", "path/to/this/folder");' in card.text
+    assert f'{{ hypothesis_template: "{TYPE3}" }}' in card.text
