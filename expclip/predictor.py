@@ -289,6 +289,7 @@ class ExpCLIPPredictor:
         self.preprocess = ImagePreprocessing(processor.image_processor, normalize_on_device=normalize_on_device)
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds, summed over the reading processes
         self._timeline_stems = set()
+        self.annotated_video_suffix = ".mp4"  # annotated videos with --track: MP4; the app's: WebM, for the browser
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, device: str = "auto", labels=None, prompts=None,
@@ -447,9 +448,10 @@ class ExpCLIPPredictor:
                 clip_record["track_timeline"] = write_track_timeline(stem, self.class_names, details, item.name)
         if annotate_dir is not None:
             stem = Path(item.name).stem if Path(item.name).suffix else Path(item.name).name
-            path, counter = Path(annotate_dir) / f"{stem or 'video'}.mp4", 1
+            suffix = self.annotated_video_suffix
+            path, counter = Path(annotate_dir) / f"{stem or 'video'}{suffix}", 1
             while path in annotated:
-                path, counter = Path(annotate_dir) / f"{stem}-{counter}.mp4", counter + 1
+                path, counter = Path(annotate_dir) / f"{stem}-{counter}{suffix}", counter + 1
             annotated.add(path)
             fps = read["fps"] or track_fps  # a folder of frames plays at the tracking rate
             step = max(1.0, read["fps"] / track_fps) if read["fps"] else 1.0

@@ -204,21 +204,26 @@ def track_colour(number: int) -> tuple[int, int, int]:
     return TRACK_COLOURS[(number - 1) % len(TRACK_COLOURS)]
 
 
+# (fourcc, codec name) to try, by file suffix: MP4 for files; WebM (VP8) for the app, which browsers play when
+# OpenCV's FFmpeg has no H.264 encoder (pip's opencv-python-headless has none) and mp4v would not play.
+VIDEO_CODECS = {".mp4": (("avc1", "h264"), ("mp4v", "mp4v")), ".webm": (("VP80", "vp8"), ("VP90", "vp9"))}
+
+
 def open_video_writer(path: Path, fps: float, size: tuple[int, int]):
-    """An OpenCV writer for an MP4 at `path`: H.264 when OpenCV's FFmpeg can encode it, else MPEG-4 Part 2 (`mp4v`,
-    which every FFmpeg build writes). Returns (writer, codec name)."""
+    """An OpenCV writer for `path`: for an MP4, H.264 when OpenCV's FFmpeg can encode it, else MPEG-4 Part 2
+    (`mp4v`, which every FFmpeg build writes); for a WebM, VP8. Returns (writer, codec name)."""
     logging = cv2.utils.logging
     level = logging.getLogLevel()
     logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # a missing H.264 encoder is expected, not worth a line
     try:
-        for fourcc, codec in (("avc1", "h264"), ("mp4v", "mp4v")):
+        for fourcc, codec in VIDEO_CODECS[Path(path).suffix.lower()]:
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
             if writer.isOpened():
                 return writer, codec
             writer.release()
     finally:
         logging.setLogLevel(level)
-    raise OSError(f"OpenCV's FFmpeg cannot write an MP4 video ({path.name})")
+    raise OSError(f"OpenCV's FFmpeg cannot write a {Path(path).suffix[1:].upper()} video ({Path(path).name})")
 
 
 def boxes_at(frame: int, observed: list[tuple[int, list[int], str]], step: float):
