@@ -287,6 +287,14 @@ def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bo
 # ----- command line ----------------------------------------------------------------------------------------------------
 
 
+def seconds(text: str) -> float:
+    """An option's number of seconds, at least 0 (argparse prints the message on one line and exits with 2)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("EXPCLIP_APP_MODEL"),
                         help="local Exp-CLIP folder or Hub id (default: EXPCLIP_APP_MODEL, else the authors' L/14 "
@@ -299,10 +307,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
                         help="face detector (default yunet; see expclip predict --help)")
     parser.add_argument("--detector-model", default=None, metavar="FILE", help="YuNet ONNX file or Haar cascade")
-    parser.add_argument("--smooth", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--smooth", type=seconds, default=1.0, metavar="SECONDS",
                         help="Live tab: each person's probabilities are averaged over about this many seconds, so "
                              "labels do not flicker (default 1; 0: none)")
-    parser.add_argument("--track-memory", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--track-memory", type=seconds, default=5.0, metavar="SECONDS",
                         help="how long a person may leave the picture and keep their number (default 5)")
 
 

@@ -178,10 +178,17 @@ def write_track_timeline(stem: Path, class_names: list[str], tracks: list[dict],
                 writer.writerow([track["track"], f"{time:.3f}", index, label, *(f"{p:.6f}" for p in probs)])
     panels = max(1, len(tracks))
     figure, axes = plt.subplots(panels, 1, figsize=(10, 1.0 + 2.2 * panels), dpi=100, sharex=True, squeeze=False)
+    steps = [b - a for t in tracks for a, b in zip(t["times"], t["times"][1:])]
+    gap = 2.5 * min(steps) if steps else np.inf  # longer than this: the person was away, the line breaks
     for axis, track in zip(axes[:, 0], tracks):
-        probs = np.asarray(track["probs"])
+        times, probs = list(track["times"]), [np.asarray(q, dtype=float) for q in track["probs"]]
+        for position in reversed(range(1, len(times))):
+            if times[position] - times[position - 1] > gap:
+                times.insert(position, (times[position] + times[position - 1]) / 2)
+                probs.insert(position, np.full(len(class_names), np.nan))
+        probs = np.asarray(probs)
         for column, name in enumerate(class_names):
-            axis.plot(track["times"], probs[:, column], label=name, marker="." if len(probs) < 60 else None)
+            axis.plot(times, probs[:, column], label=name, marker="." if len(probs) < 60 else None)
         axis.set_ylim(0, 1)
         axis.set_ylabel("probability")
         axis.set_title(f"person {track['track']}: {track['label']}", fontsize="medium", loc="left")
