@@ -135,3 +135,34 @@ def test_predict_video_with_track_returns_the_clip_and_one_track_record_per_pers
     assert clip["annotated"].endswith("people.webm") and clip["annotated_codec"] in ("vp8", "vp9")
     with Image.open(clip["track_timeline"]["png"]) as plot:  # the app runs on this machine: its files are readable
         assert plot.format == "PNG"
+
+
+# ----- the Live tab's function, in this process ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tiny_expclip_dir):
+    from expclip.app import ExpCLIPApp
+
+    os.environ.setdefault("EXPCLIP_YUNET_MODEL", str(YUNET_FILE))
+    return ExpCLIPApp(str(tiny_expclip_dir), device="cpu", smooth=0.5)
+
+
+def test_live_frames_keep_each_persons_number_as_they_move(live):
+    patches, state = moving_faces.face_patches(), None
+    for frame in range(0, 20, 2):
+        picture, state, line = live.live_frame(moving_faces.render_frame(frame, patches), state)
+        assert line.startswith("3 faces — person 1: ") and picture.shape == (480, 640, 3)
+    tracks = state["tracker"].tracks
+    assert len(tracks) == 3 and all(len(track.boxes) == 10 for track in tracks)
+    for track in tracks:  # each track stayed on one person: its boxes move steadily, never jump between people
+        xs = [box.x for box in track.boxes]
+        assert max(abs(b - a) for a, b in zip(xs, xs[1:])) < 60
+
+
+def test_live_frame_that_fails_is_a_one_line_user_error(live):
+    from expclip.app import UserError
+
+    with pytest.raises(UserError) as error:
+        live.live_frame(None, None)
+    assert "\n" not in str(error.value) and "webcam" in str(error.value)
