@@ -122,6 +122,7 @@ def track_against_faces(model: str, clip: Path, scratch: Path) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny model only, a 2-second clip (for the tests)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the clip (default 20; --small: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--yunet-model", default=os.environ.get("EXPCLIP_YUNET_MODEL") or str(SHARED_YUNET),
                         help="YuNet ONNX file (default: EXPCLIP_YUNET_MODEL, else ../shared/models/)")
@@ -134,7 +135,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
 
     sizes = ["tiny"] if args.small else ["tiny", "b32"]
-    frames = 20 if args.small else 200  # long enough that the clip record's 16 frames weigh as in real videos
+    frames = 20 if args.small else int(args.seconds * 10)  # 20 s: the clip record's 16 frames weigh as in real videos
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

@@ -196,7 +196,6 @@ class ItemReader:
             read["timeline_pixel_values"] = self._pixel_values([frames[i] for i in timeline_indices], timings)
         return read
 
-
     def read_tracked_video(self, item: Item, timings: dict) -> dict:
         """`read_video` with faces, plus every face of the frames sampled at `track_fps` (cut and preprocessed as
         one tensor, `track_pixel_values`, with `track_faces`: (frame index, box) per row), all in one decoding pass.
@@ -211,7 +210,7 @@ class ItemReader:
         timeline_indices, times = clip.timeline_indices() if self.timeline else ([], None)
         track_indices, track_times = clip.tracking_indices(self.track_fps)
         kept_indices = set(indices + timeline_indices)
-        tracked, frames, detected, skipped, faces, crops, size = set(track_indices), {}, {}, [], [], [], None
+        tracked, frames, detected, skipped, faces, crops = set(track_indices), {}, {}, [], [], []
         self._timed(timings, "decode", start)
         start = time.perf_counter()
         for index, frame in clip.iter_frames(sorted(kept_indices | tracked)):
@@ -219,7 +218,6 @@ class ItemReader:
             if frame is None:
                 skipped.append(index)
             else:
-                size = size or list(frame.size)
                 if index in kept_indices:
                     frames[index] = frame
                 if index in tracked:
@@ -234,7 +232,7 @@ class ItemReader:
         read = {"frames": clip.num_frames, "fps": clip.fps, "frame_indices": indices,
                 "timeline_indices": timeline_indices, "times": times, "timings": timings, "track_faces": faces,
                 "track_times": dict(zip(track_indices, track_times)), "track_frames": len(track_indices),
-                "skipped_frames": len(skipped), "frame_size": size}
+                "skipped_frames": len(skipped)}
         found = {}
         for index in set(indices + timeline_indices):  # as read_video: the largest face, else the whole frame
             boxes = detected[index] if index in detected else self._detect(frames[index], timings)
@@ -409,6 +407,9 @@ class ExpCLIPPredictor:
             return [{"source": item.name, "kind": "error", "error": reason}, clip_record]
 
     def _track_records(self, item, clip_record, read, pixel_values, timeline_dir, annotate_dir, annotated):
+        """Score every tracked face in one batch, link the faces frame by frame (`FaceTracker`), and give the clip
+        record (with the track counts) followed by one "track" record per person; write the per-person timeline
+        and the annotated video when asked."""
         from .tracking import FaceTracker
         from .video import write_annotated_video, write_track_timeline
 
@@ -523,7 +524,8 @@ class ExpCLIPPredictor:
                                          batch.tensors["pixel_values"][prepared.spans["pixel_values"]],
                                          batch.tensors.get("timeline_pixel_values"), timeline_dir)]
                 if "track_faces" in read and not records[0].get("error"):
-                    track_pixels = batch.tensors.get("track_pixel_values")
+                    span = prepared.spans.get("track_pixel_values")
+                    track_pixels = None if span is None else batch.tensors["track_pixel_values"][span]
                     records = self._guarded_tracks(item, debug, records[0], read, track_pixels, timeline_dir,
                                                    annotate_dir, annotated)
             else:
