@@ -122,6 +122,7 @@ def track_against_faces(model: str, clip: Path, scratch: Path) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny model only, a 2-second clip (for the tests)")
+    parser.add_argument("--models", default="tiny,b32", help="comma-separated: tiny, b32 (default both)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the clip (default 20; --small: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--yunet-model", default=os.environ.get("EXPCLIP_YUNET_MODEL") or str(SHARED_YUNET),
@@ -134,9 +135,14 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    sizes = ["tiny"] if args.small else ["tiny", "b32"]
+    sizes = ["tiny"] if args.small else args.models.split(",")
     frames = 20 if args.small else int(args.seconds * 10)  # 20 s: the clip record's 16 frames weigh as in real videos
     rows = []
+    print(f"people in videos, 640x480, CPU, {torch.get_num_threads()} torch threads, YuNet detector")
+    print()
+    print("| model | faces | Live tab, frames/s | --track, s | --faces on the same frames, s | --track / --faces |")
+    print("|-------|------:|-------------------:|-----------:|------------------------------:|------------------:|",
+          flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for size in sizes:
@@ -146,13 +152,8 @@ def main() -> None:
                 fps = live_fps(model, clip, min(frames, 30))
                 track_s, faces_s, sampled = track_against_faces(model, clip, scratch)
                 rows.append((size, faces, fps, track_s, faces_s, sampled))
-    print(f"people in videos, 640x480, CPU, {torch.get_num_threads()} torch threads, YuNet detector")
-    print()
-    print("| model | faces | Live tab, frames/s | --track, s | --faces on the same frames, s | --track / --faces |")
-    print("|-------|------:|-------------------:|-----------:|------------------------------:|------------------:|")
-    for size, faces, fps, track_s, faces_s, sampled in rows:
-        print(f"| {size:<5} | {faces:>5} | {fps:>18.1f} | {track_s:>10.2f} | {faces_s:>29.2f} | "
-              f"{track_s / faces_s:>17.2f} |")
+                print(f"| {size:<5} | {faces:>5} | {fps:>18.1f} | {track_s:>10.2f} | {faces_s:>29.2f} | "
+                      f"{track_s / faces_s:>17.2f} |", flush=True)
     print(f"(--track and --faces: {rows[0][5]} sampled frames at 5 frames/s of a {frames / 10:g}-second clip)")
     for size, faces, fps, track_s, faces_s, _ in rows:
         if size == "b32" and faces == 1:
