@@ -66,24 +66,18 @@ def webcam_browser(tmp_path_factory):
 
 def live_picture(browser, previous: str | None = None) -> tuple[str, np.ndarray]:
     """The Live tab's output image once one (other than `previous`) has loaded: its address and its pixels (decoded
-    by the page, read back from a canvas)."""
-    from selenium.webdriver.common.by import By
+    by the page, read back from a canvas in the same script, so a newer frame cannot slip in between)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def loaded(b):
-        found = b.find_elements(By.CSS_SELECTOR, "#live img")
-        ready = found and b.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", found[0])
-        return found[0] if ready and found[0].get_attribute("src") != previous else None
-
-    image = WebDriverWait(browser, 60).until(loaded)
-    pixels = browser.execute_script(
-        """const img = arguments[0], canvas = document.createElement('canvas');
+    read = """const img = document.querySelector('#live img');
+        if (!img || !img.complete || !img.naturalWidth || img.src === arguments[0]) return null;
+        const canvas = document.createElement('canvas');
         canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
         const context = canvas.getContext('2d'); context.drawImage(img, 0, 0);
-        return [canvas.width, canvas.height, Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)];""",
-        image)
-    width, height, data = pixels
-    return image.get_attribute("src"), np.array(data, np.uint8).reshape(height, width, 4)[..., :3]
+        return [img.src, canvas.width, canvas.height,
+                Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)];"""
+    src, width, height, data = WebDriverWait(browser, 60).until(lambda b: b.execute_script(read, previous))
+    return src, np.array(data, np.uint8).reshape(height, width, 4)[..., :3]
 
 
 def test_live_tab_shows_the_fake_webcams_faces_boxed_and_labelled_and_updating(
