@@ -31,6 +31,7 @@ setup(
         "accelerate>=1.0",
         "pillow>=10",
         "numpy",
+        "scipy>=1.10",  # --track: the tracker's Hungarian assignment (linear_sum_assignment)
         "tqdm",
         "matplotlib>=3.7",  # confusion matrices and timelines as PNG
         "opencv-python-headless>=4.8,<5",  # bundled Haar face cascades and FFmpeg video decoding; 5.x dropped both

@@ -3,9 +3,12 @@
     expclip app [--model M] [--host 127.0.0.1] [--port 7860]      # or, in a Space: python app.py
 
 An image tab (drop a photo or use the webcam: each face boxed with its label, the largest face's probabilities as a
-bar chart) and a video tab (the clip's label and the per-second timeline plot); labels and prompts are editable.
-The two tabs' functions are named API endpoints for `gradio_client`: `/predict_image` (an image -> the records
-`ExpCLIPPredictor` returns with `faces=True`) and `/predict_video` (a video -> its clip record). Every bad input is
+bar chart), a video tab (the clip's label and the per-second timeline plot; with "track every person", a timeline
+per person and the annotated video) and a live tab (the browser's webcam streamed to the app with Gradio's native
+streaming: every face boxed, numbered and labelled, tracks and a short smoothing kept per visitor in `gr.State`);
+labels and prompts are editable. The first two tabs' functions are named API endpoints for `gradio_client`:
+`/predict_image` (an image -> the records `ExpCLIPPredictor` returns with `faces=True`) and `/predict_video` (a video
+-> its clip record; with `track`, the list of the clip record and one "track" record per person). Every bad input is
 the predictor's one-line message in the page; the app keeps serving. Gradio is an optional extra
 (`pip install -e ".[app]"`); it is told to stay offline (no analytics, version check, share link or web fonts).
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from .inputs import load_image, one_line
 from .predictor import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
+from .tracking import FaceTracker
+from .video import draw_tracks
 
 INSTALL_HINT = 'pip install "gradio>=6,<7" (or the app extra: pip install -e ".[app]")'
 # Gradio must not reach the network: a Space, a laptop offline and CI all serve the page from this machine alone.
@@ -36,7 +41,8 @@ class ExpCLIPApp:
     (the label prompts are encoded once per set and cached by the model)."""
 
     def __init__(self, model: str | None = None, device: str = "auto", detector: str | None = "yunet",
-                 detector_model: str | None = None):
+                 detector_model: str | None = None, smooth: float = 1.0, track_memory: float = 5.0):
+        self.smooth, self.track_memory = smooth, track_memory  # the Live tab's label smoothing and track memory, s
         self.base = ExpCLIPPredictor.from_pretrained(model, device=device, detector=detector,
                                                      detector_model=detector_model, workers=1)
         config = self.base.model.config
@@ -83,13 +89,61 @@ class ExpCLIPApp:
         return self._named(self.predictor(labels, prompts)([str(image)], faces=True), str(image))
 
     def predict_video(self, video: str | None, labels: str | None = None, prompts: str | None = None,
-                      faces: bool = False) -> dict:
-        """A video file -> its clip record (label, scores, sampled frames) with the per-second timeline files."""
+                      faces: bool = False, track: bool = False) -> dict | list[dict]:
+        """A video file -> its clip record (label, scores, sampled frames) with the per-second timeline files; with
+        `track`, [the clip record, one "track" record per person], with per-person timelines and the annotated
+        video."""
         if not video:
             raise UserError("no video: drop a video file or choose one")
         timeline_dir = Path(tempfile.mkdtemp(dir=self.outputs, prefix="timeline-"))
-        [record] = self.predictor(labels, prompts)([str(video)], faces=faces, timeline_dir=timeline_dir)
-        return self._named([record], str(video))[0]
+        if not track:
+            [record] = self.predictor(labels, prompts)([str(video)], faces=faces, timeline_dir=timeline_dir)
+            return self._named([record], str(video))[0]
+        annotate_dir = Path(tempfile.mkdtemp(dir=self.outputs, prefix="annotated-"))
+        predictor = self.predictor(labels, prompts)
+        predictor.annotated_video_suffix = ".webm"  # VP8, which the browser plays (pip's OpenCV has no H.264)
+        records = predictor([str(video)], faces=True, timeline_dir=timeline_dir,
+                                                  annotate_dir=annotate_dir, track=True,
+                                                  track_memory=self.track_memory)
+        return self._named(records, str(video))
+
+    def live_frame(self, frame, state: dict | None, labels: str | None = None, prompts: str | None = None):
+        """One webcam frame (H, W, 3 RGB) -> (the frame with every face boxed, numbered and labelled, the new state,
+        one line of text). `state` (per visitor, `gr.State`) keeps the tracker and each track's smoothed
+        probabilities: an exponential average over `smooth` seconds, so labels do not flicker."""
+        import time
+
+        import numpy as np
+
+        if frame is None:
+            raise UserError("no webcam frame: allow the camera in the browser, or check that one is connected")
+        rgb = np.asarray(load_image(frame))
+        predictor = self.predictor(labels, prompts)
+        now = time.monotonic()
+        key = tuple(predictor.class_names)
+        if not state or state.get("labels") != key:  # a new visitor, or a new label set: start afresh
+            state = {"labels": key, "tracker": FaceTracker(memory=self.track_memory), "smoothed": {}}
+        boxes = self.base.detector.detect(rgb) if self.base.detector is not None else []
+        numbers, shown = [], []
+        if boxes:
+            from .faces import crop_face
+            from PIL import Image
+
+            image = Image.fromarray(rgb)
+            pixel_values = predictor.pixel_values([crop_face(image, box, predictor.face_margin) for box in boxes])
+            appearance, _, probs = predictor._face_features(pixel_values)  # every face of the frame in one batch
+            numbers = state["tracker"].update(now, boxes, appearance)
+            for number, box, row in zip(numbers, boxes, probs):
+                last = state["smoothed"].get(number)
+                if last is not None and self.smooth > 0:
+                    weight = 1.0 - np.exp(-(now - last[0]) / self.smooth)
+                    row = (1 - weight) * last[1] + weight * row
+                state["smoothed"][number] = (now, row)
+                label = predictor.class_names[int(np.argmax(row))]
+                shown.append((number, box.as_list(), label))
+        faces = ", ".join(f"person {n}: **{label}**" for n, _, label in sorted(shown))
+        line = f"{len(shown)} face{'s' * (len(shown) != 1)}" + (f" — {faces}" if faces else "")
+        return draw_tracks(rgb, shown), state, line
 
     def show_image(self, image: str | None, records: list[dict] | None):
         """(annotated image path, the largest face's probabilities, one line of text) for the page."""
@@ -114,6 +168,25 @@ class ExpCLIPApp:
         timeline = (record.get("timeline") or {}).get("png")
         line = f"**{record['label']}** ({record['scores'][record['label']]:.2f}), {record['frames']} frames"
         return record["scores"], timeline, line
+
+    @staticmethod
+    def show_tracks(records: dict | list | None):
+        """(the clip's probabilities, the clip's timeline, one line of text, the per-person timelines, the
+        annotated video) for the page: the clip record alone, or the clip and track records of `track`."""
+        records = records if isinstance(records, list) else [records] if records else []
+        problems = [r["error"] for r in records if r.get("error")]
+        clip = next((r for r in records if r.get("kind") == "video" and not r.get("error")), None)
+        if clip is None:
+            return None, None, f"**Error:** {problems[0]}" if problems else "", None, None
+        scores, timeline, line = ExpCLIPApp.show_video(clip)
+        people = [r for r in records if r.get("kind") == "track"]
+        if people:
+            line += "; " + ", ".join(f"person {r['track']}: **{r['label']}**" for r in people)
+        elif "tracks" in clip:
+            line += "; " + clip.get("note", "no person tracked")
+        if problems:
+            line += f" (**Error:** {problems[0]})"
+        return scores, timeline, line, (clip.get("track_timeline") or {}).get("png"), clip.get("annotated")
 
 
 def build_demo(app: ExpCLIPApp):
@@ -165,18 +238,40 @@ def build_demo(app: ExpCLIPApp):
                 video = gr.Video(sources=["upload"], label="Video", elem_id="video", format=None)
                 timeline = gr.Image(label="Timeline (per second)", interactive=False, elem_id="timeline")
             video_faces = gr.Checkbox(False, label="Classify the largest face of each frame")
+            video_track = gr.Checkbox(False, label="Track every person (a timeline per person and the annotated "
+                                                   "video)", elem_id="video-track")
             run_video = gr.Button("Classify clip", variant="primary", elem_id="run-video")
             video_message = gr.Markdown(elem_id="video-message")
             video_chart = gr.Label(label="Clip", num_top_classes=11, elem_id="video-chart")
+            with gr.Row():
+                people_timeline = gr.Image(label="Timeline per person", interactive=False, elem_id="people-timeline")
+                annotated_video = gr.Video(label="Annotated video", interactive=False, elem_id="annotated-video")
             video_record = gr.JSON(label="Record (the /predict_video API result)", elem_id="video-record")
+        with gr.Tab("Live"):
+            with gr.Row():
+                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="webcam")
+                live = gr.Image(label="Faces, tracked", interactive=False, format="jpeg", elem_id="live")
+            live_message = gr.Markdown(elem_id="live-message")
+            live_state = gr.State(None)  # per visitor: the tracker and each person's smoothed probabilities
 
         gr.on([run_image.click, photo.upload], guarded(app.predict_image), [photo, labels, prompts], image_records,
               api_name="predict_image").success(
             guarded(app.show_image), [photo, image_records], [annotated, image_chart, image_message],
             api_visibility="private")
-        run_video.click(guarded(app.predict_video), [video, labels, prompts, video_faces], video_record,
+        run_video.click(guarded(app.predict_video), [video, labels, prompts, video_faces, video_track], video_record,
                         api_name="predict_video").success(
-            guarded(app.show_video), video_record, [video_chart, timeline, video_message], api_visibility="private")
+            guarded(app.show_tracks), video_record,
+            [video_chart, timeline, video_message, people_timeline, annotated_video], api_visibility="private")
+
+        def live_frame(frame, state, labels_text, prompts_text):
+            """A failing frame is one line under the stream, which goes on: an exception would end it."""
+            try:
+                return app.live_frame(frame, state, labels_text, prompts_text)
+            except Exception as error:  # noqa: BLE001 -- one line in the page, never a stack trace
+                return None, state, f"**Error:** {error if isinstance(error, UserError) else one_line(error)}"
+
+        webcam.stream(live_frame, [webcam, live_state, labels, prompts], [live, live_state, live_message],
+                      stream_every=0.1, concurrency_limit=1, api_visibility="private")
     return demo
 
 
@@ -192,6 +287,14 @@ def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bo
 # ----- command line ----------------------------------------------------------------------------------------------------
 
 
+def seconds(text: str) -> float:
+    """An option's number of seconds, at least 0 (argparse prints the message on one line and exits with 2)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("EXPCLIP_APP_MODEL"),
                         help="local Exp-CLIP folder or Hub id (default: EXPCLIP_APP_MODEL, else the authors' L/14 "
@@ -204,6 +307,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
                         help="face detector (default yunet; see expclip predict --help)")
     parser.add_argument("--detector-model", default=None, metavar="FILE", help="YuNet ONNX file or Haar cascade")
+    parser.add_argument("--smooth", type=seconds, default=1.0, metavar="SECONDS",
+                        help="Live tab: each person's probabilities are averaged over about this many seconds, so "
+                             "labels do not flicker (default 1; 0: none)")
+    parser.add_argument("--track-memory", type=seconds, default=5.0, metavar="SECONDS",
+                        help="how long a person may leave the picture and keep their number (default 5)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model)
+        app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model, smooth=args.smooth,
+                         track_memory=args.track_memory)
     except Exception as error:  # noqa: BLE001 -- a model or detector that cannot be loaded: one line
         print(f"expclip app: error: {one_line(error)}", file=sys.stderr)
         return 1

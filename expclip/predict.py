@@ -23,6 +23,8 @@ def _item_label(record: dict) -> str:
     if record.get("kind") == "face":
         x, y, w, h = record["box"]
         return f"{record['source']} [face {record['face']} at {x},{y} {w}x{h}]"
+    if record.get("kind") == "track":
+        return f"{record['source']} [person {record['track']}, {record['start']:g}-{record['end']:g} s]"
     if record.get("kind") == "video" and "frames" in record:
         return f"{record['source']} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
     return record["source"]
@@ -106,6 +108,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-model", default=None, metavar="FILE",
                         help="YuNet ONNX file instead of the fetched one; for haar, another cascade (a file, or a name "
                              "in cv2.data such as haarcascade_frontalface_alt2.xml)")
+    parser.add_argument("--track", action="store_true",
+                        help="videos: every face of the sampled frames (see --track-fps), linked across frames into "
+                             "one track per person: a 'track' record each, after the clip's record (turns on --faces)")
+    parser.add_argument("--track-fps", type=float, default=5.0, metavar="N",
+                        help="--track: frames per second of video searched for faces (default 5; a folder of frames: "
+                             "every frame, taken as N per second)")
+    parser.add_argument("--track-memory", type=float, default=5.0, metavar="SECONDS",
+                        help="--track: how long a person may leave the frame and keep their track number (default 5)")
     parser.add_argument("--frames", action="store_true",
                         help="treat each folder given as the frames of one video (sorted by file name)")
     parser.add_argument("--timeline", action="store_true",
@@ -113,7 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline-dir", default=None, metavar="DIR",
                         help="where --timeline writes NAME.timeline.csv/.png (default: a folder `timelines` next "
                              "to --output, else in the current folder)")
-    parser.add_argument("--annotate", default=None, metavar="DIR", help="write each image with boxes and labels here")
+    parser.add_argument("--annotate", default=None, metavar="DIR",
+                        help="write each image with boxes and labels here (with --track, each video as an MP4 with "
+                             "every tracked face boxed, numbered and labelled)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per model call (default 32)")
     parser.add_argument("--workers", "--num-workers", dest="workers", type=int, default=None, metavar="N",
                         help="processes that decode, find faces and preprocess while the model runs (default: one per "
@@ -144,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size must be at least 1, got {args.batch_size}", 2)
     if args.workers is not None and args.workers < 0:
         return _fail(f"--workers must be at least 0, got {args.workers}", 2)
+    if args.track_fps <= 0:
+        return _fail(f"--track-fps must be above 0, got {args.track_fps:g}", 2)
+    if args.track_memory < 0:
+        return _fail(f"--track-memory must be at least 0 seconds, got {args.track_memory:g}", 2)
+    args.faces = args.faces or args.track  # tracks are made of faces
     timeline_dir = None
     if args.timeline:
         timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
@@ -209,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tqdm(total=len(items), unit="item", file=sys.stderr, disable=len(items) <= 4 or None) as progress:
             for _, item_records in predictor.predict(items, args.faces, timeline_dir, args.annotate, progress,
-                                                     args.debug):
+                                                     args.debug, track=args.track, track_fps=args.track_fps,
+                                                     track_memory=args.track_memory):
                 for record in item_records:
                     if record.get("error"):
                         failed += 1
@@ -230,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
             mark_output(folder, "predict")
     predicted = sum(1 for r in records if r.get("label"))
     faces = sum(1 for r in records if r.get("kind") == "face")
+    tracks = sum(1 for r in records if r.get("kind") == "track")
     no_face = sum(1 for r in records if r.get("note") == "no face found")
     summary = f"{_count(len(items), 'input')}: {_count(predicted, 'prediction')}"
     if args.faces:
@@ -238,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         if clips:
             sampled = sum(len(r["frame_indices"]) for r in clips)
             parts.append(f"a face in {sum(r['frames_with_face'] for r in clips)} of {sampled} sampled clip frames")
+        if args.track:
+            parts.append(f"{_count(tracks, 'track')} of people in videos")
         summary += f" ({'; '.join(parts)})" if parts else ""
     summary += f", {failed} failed" + (f"; results in {args.output}" if args.output else "")
     print(f"expclip predict: {summary}", file=sys.stderr)

@@ -119,15 +119,19 @@ class ItemReader:
     with the seconds spent per stage; raises on a bad item (an `InputError` names it)."""
 
     def __init__(self, preprocess: ImagePreprocessing, detector=None, faces: bool = False, face_margin: float = 0.2,
-                 keep_image: bool = False, num_segments: int = 16, short_clip: str = "even", timeline: bool = False):
+                 keep_image: bool = False, num_segments: int = 16, short_clip: str = "even", timeline: bool = False,
+                 track_fps: float | None = None):
         self.preprocess, self.detector, self.faces, self.face_margin = preprocess, detector, faces, face_margin
         self.keep_image, self.num_segments, self.short_clip = keep_image, num_segments, short_clip
         self.timeline = timeline
+        self.track_fps = track_fps  # with faces: every face of `track_fps` frames per second, for the tracker
 
     def __call__(self, item: Item) -> dict:
         if item.kind == "error":  # found when collecting the items
             raise InputError(item.error)
         timings = dict.fromkeys(STAGES, 0.0)
+        if item.kind == "video" and self.faces and self.track_fps:
+            return self.read_tracked_video(item, timings)
         return self.read_video(item, timings) if item.kind == "video" else self.read_image(item, timings)
 
     @staticmethod
@@ -184,6 +188,56 @@ class ItemReader:
             read["timeline_pixel_values"] = self._pixel_values([frames[i] for i in timeline_indices], timings)
         return read
 
+    def read_tracked_video(self, item: Item, timings: dict) -> dict:
+        """`read_video` with faces, plus every face of the frames sampled at `track_fps` (cut and preprocessed as
+        one tensor, `track_pixel_values`, with `track_faces`: (frame index, box) per row), all in one decoding pass.
+        A frame that cannot be decoded is skipped and counted; a clip frame among them is replaced by the nearest
+        frame that could be."""
+        from modeling_expclip import sample_segment_indices
+        from .video import Clip
+
+        start = time.perf_counter()
+        clip = Clip(item.source)
+        indices = sample_segment_indices(clip.num_frames, self.num_segments, self.short_clip)
+        timeline_indices, times = clip.timeline_indices() if self.timeline else ([], None)
+        track_indices, track_times = clip.tracking_indices(self.track_fps)
+        kept_indices = set(indices + timeline_indices)
+        tracked, frames, detected, skipped, faces, crops = set(track_indices), {}, {}, [], [], []
+        self._timed(timings, "decode", start)
+        start = time.perf_counter()
+        for index, frame in clip.iter_frames(sorted(kept_indices | tracked)):
+            self._timed(timings, "decode", start)
+            if frame is None:
+                skipped.append(index)
+            else:
+                if index in kept_indices:
+                    frames[index] = frame
+                if index in tracked:
+                    detected[index] = boxes = self._detect(frame, timings)
+                    faces += [(index, box) for box in boxes]
+                    crops += [crop_face(frame, box, self.face_margin) for box in boxes]
+            start = time.perf_counter()
+        if not frames:
+            raise InputError(f"{item.name}: no frame could be decoded")
+        for index in kept_indices - set(frames):  # a frame that cannot be decoded: its nearest neighbour stands in
+            frames[index] = frames[min(frames, key=lambda i: (abs(i - index), i))]
+        read = {"frames": clip.num_frames, "fps": clip.fps, "frame_indices": indices,
+                "timeline_indices": timeline_indices, "times": times, "timings": timings, "track_faces": faces,
+                "track_times": dict(zip(track_indices, track_times)), "track_frames": len(track_indices),
+                "skipped_frames": len(skipped)}
+        found = {}
+        for index in set(indices + timeline_indices):  # as read_video: the largest face, else the whole frame
+            boxes = detected[index] if index in detected else self._detect(frames[index], timings)
+            found[index] = bool(boxes)
+            frames[index] = crop_face(frames[index], boxes[0], self.face_margin) if boxes else frames[index]
+        read["frames_with_face"] = sum(found[i] for i in indices)
+        read["pixel_values"] = self._pixel_values([frames[i] for i in indices], timings)
+        if timeline_indices:
+            read["timeline_pixel_values"] = self._pixel_values([frames[i] for i in timeline_indices], timings)
+        if crops:
+            read["track_pixel_values"] = self._pixel_values(crops, timings)
+        return read
+
 
 # ----- the predictor ---------------------------------------------------------------------------------------------------
 
@@ -225,6 +279,7 @@ class ExpCLIPPredictor:
         self.preprocess = ImagePreprocessing(processor.image_processor, normalize_on_device=normalize_on_device)
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds, summed over the reading processes
         self._timeline_stems = set()
+        self.annotated_video_suffix = ".mp4"  # annotated videos with --track: MP4; the app's: WebM, for the browser
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, device: str = "auto", labels=None, prompts=None,
@@ -300,14 +355,123 @@ class ExpCLIPPredictor:
                                                 probs, item.name)
         return record
 
+    # ----- people in videos: tracks ----------------------------------------------------------------------------------
+
+    def _face_features(self, pixel_values):
+        """Faces (n, 3, H, W) -> (CLIP image embeddings, L2-normalised: the tracker's appearance; embeddings after
+        the projection, not normalised: averaged per track; each face's probabilities), `batch_size` per call."""
+        import torch
+        import torch.nn.functional as F
+
+        start = time.perf_counter()
+        device, dtype = self.model.projection.weight.device, self.model.clip.dtype
+        appearance, projected, probs = [], [], []
+        with torch.inference_mode():
+            for batch in pixel_values.split(self.batch_size):
+                clip_embeds = self.model.encode_clip_image(self.preprocess.to_device(batch, device, dtype))
+                embeds = self.model.project(clip_embeds, self.use_projection, normalize=False)
+                logits = self.model.zero_shot_logits(F.normalize(embeds, dim=-1), self.classifier)
+                appearance.append(F.normalize(clip_embeds.float(), dim=-1).cpu())
+                projected.append(embeds)
+                probs.append(logits.float().softmax(-1).cpu())
+        self.timings["model"] += time.perf_counter() - start
+        return torch.cat(appearance).numpy(), torch.cat(projected), torch.cat(probs).numpy()
+
+    def _track_probabilities(self, projected) -> np.ndarray:
+        """A track's faces (projected, not normalised) -> its probabilities: averaged over its frames after the
+        projection, then L2-normalised, as the paper's video protocol does (`get_video_features`)."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            embeds = F.normalize(projected.mean(0, keepdim=True), dim=-1)
+            return self.model.zero_shot_logits(embeds, self.classifier).float().softmax(-1).cpu().numpy()[0]
+
+    def _guarded_tracks(self, item, debug, clip_record, read, pixel_values, timeline_dir, annotate_dir, annotated):
+        """The clip record, then one "track" record per person; a failure is one error record placed first, and the
+        clip record stays."""
+        try:
+            return self._track_records(item, clip_record, read, pixel_values, timeline_dir, annotate_dir, annotated)
+        except Exception as error:  # noqa: BLE001 -- one bad item must not stop the rest
+            if debug:
+                traceback.print_exc()
+            reason = str(error) if isinstance(error, InputError) else f"{item.name}: {one_line(error)}"
+            return [{"source": item.name, "kind": "error", "error": reason}, clip_record]
+
+    def _track_records(self, item, clip_record, read, pixel_values, timeline_dir, annotate_dir, annotated):
+        """Score every tracked face in one batch, link the faces frame by frame (`FaceTracker`), and give the clip
+        record (with the track counts) followed by one "track" record per person; write the per-person timeline
+        and the annotated video when asked."""
+        from .tracking import FaceTracker
+        from .video import write_annotated_video, write_track_timeline
+
+        memory, track_fps = self._tracking
+        faces, times = read["track_faces"], read["track_times"]
+        clip_record.update(track_frames=read["track_frames"], skipped_frames=read["skipped_frames"],
+                           tracks=0)
+        if not faces:
+            clip_record["note"] = "no face found"
+            return [clip_record]
+        appearance, projected, probs = self._face_features(pixel_values)
+        tracker = FaceTracker(memory=memory)
+        rows_by_frame = {}
+        for row, (index, _) in enumerate(faces):
+            rows_by_frame.setdefault(index, []).append(row)
+        for index in sorted(times):  # every sampled frame, with or without faces, in time order
+            rows = rows_by_frame.get(index, [])
+            tracker.update(times[index], [faces[r][1] for r in rows], appearance[rows] if rows else None)
+        order = [r for index in sorted(rows_by_frame) for r in rows_by_frame[index]]  # the tracker's face order
+        tracks = []
+        for track in tracker.tracks:
+            rows = [order[d] for d in track.detections]
+            record = self._record(item, "track", self._track_probabilities(projected[rows]), track=track.number,
+                                  start=round(track.times[0], 3), end=round(track.times[-1], 3),
+                                  frames=[faces[r][0] for r in rows], boxes=[faces[r][1].as_list() for r in rows])
+            tracks.append((record, [round(t, 3) for t in track.times], probs[rows]))
+        records = [record for record, _, _ in tracks]
+        clip_record["tracks"] = len(records)
+        details = [{"track": r["track"], "label": r.get("label"), "frames": r["frames"], "boxes": r["boxes"],
+                    "times": t, "probs": p, "labels": [self.class_names[int(np.argmax(q))] for q in p]}
+                   for r, t, p in tracks]
+        if timeline_dir is not None:
+            for record, _, p in tracks:
+                record["timeline"] = [[round(float(v), 6) for v in q] for q in p]
+            if clip_record.get("timeline"):
+                stem = Path(clip_record["timeline"]["csv"][: -len(".timeline.csv")])
+                clip_record["track_timeline"] = write_track_timeline(stem, self.class_names, details, item.name)
+        if annotate_dir is not None:
+            stem = Path(item.name).stem if Path(item.name).suffix else Path(item.name).name
+            suffix = self.annotated_video_suffix
+            path, counter = Path(annotate_dir) / f"{stem or 'video'}{suffix}", 1
+            while path in annotated:
+                path, counter = Path(annotate_dir) / f"{stem}-{counter}{suffix}", counter + 1
+            annotated.add(path)
+            fps = read["fps"] or track_fps  # a folder of frames plays at the tracking rate
+            step = max(1.0, read["fps"] / track_fps) if read["fps"] else 1.0
+            try:
+                codec = write_annotated_video(item.source, path, details, fps, step)
+            except (InputError, OSError) as error:  # the records stand; only the video is missing
+                reason = str(error) if isinstance(error, InputError) else (
+                    f"{item.name}: annotated video not written ({one_line(error)})")
+                return [{"source": item.name, "kind": "error", "error": reason}, clip_record] + records
+            clip_record.update(annotated=str(path), annotated_codec=codec)
+        return [clip_record] + records
+
     # ----- everything -----------------------------------------------------------------------------------------------
 
     def predict(self, items: list[Item], faces: bool = False, timeline_dir=None, annotate_dir=None, progress=None,
-                debug: bool = False):
+                debug: bool = False, track: bool = False, track_fps: float = 5.0, track_memory: float = 5.0):
         """Yield (item, records) in input order; a bad item gives one record with "error" and the rest goes on.
 
         Consecutive images are classified `batch_size` at a time (one model call), read by the pipeline's worker
-        processes while the model scores the batches before; a video is one batch."""
+        processes while the model scores the batches before; a video is one batch. `track` (with `faces`): every
+        face of `track_fps` frames per second of each video, linked into one "track" record per person
+        (`expclip.tracking`); `track_memory` seconds: how long a person may be gone and keep their number."""
+        if track and track_fps <= 0:
+            raise ValueError(f"track fps must be above 0, got {track_fps}")
+        if track and track_memory < 0:
+            raise ValueError(f"track memory must be at least 0 seconds, got {track_memory}")
+        self._tracking = (track_memory, track_fps) if track and faces else None
         if faces and self.detector is None:
             raise ValueError("faces=True needs a face detector (from_pretrained(..., detector='haar'))")
         annotated, self._timeline_stems = set(), set()
@@ -321,7 +485,8 @@ class ExpCLIPPredictor:
             position += len(batch)
         reader = ItemReader(self.preprocess, self.detector if faces else None, faces, self.face_margin,
                             keep_image=annotate_dir is not None, num_segments=self.num_segments,
-                            short_clip=self.short_clip, timeline=timeline_dir is not None)
+                            short_clip=self.short_clip, timeline=timeline_dir is not None,
+                            track_fps=track_fps if track and faces else None)
         pipeline = InputPipeline(items, reader, batches=batches, num_workers=self.workers, name=_item_name,
                                  pin_memory=self.model.projection.weight.device.type == "cuda")
         reads = iter(pipeline)
@@ -350,6 +515,11 @@ class ExpCLIPPredictor:
                 records = [self._guarded(item, debug, self._video_record, item, read,
                                          batch.tensors["pixel_values"][prepared.spans["pixel_values"]],
                                          batch.tensors.get("timeline_pixel_values"), timeline_dir)]
+                if "track_faces" in read and not records[0].get("error"):
+                    span = prepared.spans.get("track_pixel_values")
+                    track_pixels = None if span is None else batch.tensors["track_pixel_values"][span]
+                    records = self._guarded_tracks(item, debug, records[0], read, track_pixels, timeline_dir,
+                                                   annotate_dir, annotated)
             else:
                 rows = probs[prepared.spans["pixel_values"]] if "pixel_values" in prepared.spans else []
                 records = self._image_records(item, read, rows)
@@ -378,12 +548,15 @@ class ExpCLIPPredictor:
             reason = str(error) if isinstance(error, InputError) else f"{item.name}: {one_line(error)}"
             return {"source": item.name, "kind": item.kind, "error": reason}
 
-    def __call__(self, sources, faces: bool = False, frames: bool = False, timeline_dir=None, annotate_dir=None):
+    def __call__(self, sources, faces: bool = False, frames: bool = False, timeline_dir=None, annotate_dir=None,
+                 track: bool = False, track_fps: float = 5.0, track_memory: float = 5.0):
         """A path, PIL image or array -> one dict (a list of dicts with `faces=True`: one per face); a list -> a
-        flat list of dicts in input order. Bad inputs give a dict with "error" instead of raising."""
+        flat list of dicts in input order. Bad inputs give a dict with "error" instead of raising. `track` (with
+        `faces`): a video gives its clip record, then one "track" record per person."""
         single = not isinstance(sources, (list, tuple))
         items = collect_items([sources] if single else list(sources), frames=frames)
-        records = [r for _, rs in self.predict(items, faces, timeline_dir, annotate_dir) for r in rs]
+        records = [r for _, rs in self.predict(items, faces, timeline_dir, annotate_dir, track=track,
+                                               track_fps=track_fps, track_memory=track_memory) for r in rs]
         if single and not faces and len(records) == 1:
             return records[0]
         return records

@@ -1,0 +1,162 @@
+"""The app with people in videos (issue 20): the Live tab in a real headless Chromium whose fake webcam plays the
+moving faces of tests/moving_faces.py, and `/predict_video` track records through `gradio_client`.
+
+The app serves a tiny Exp-CLIP model on 127.0.0.1, as in tests/test_app.py (whose helpers this reuses).
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_app import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, YUNET_FILE, start_app, stop_app
+
+import moving_faces
+from expclip.video import TRACK_COLOURS
+
+# Chromium's fake camera: frames from a Y4M file instead of a device, and the permission prompt answered yes.
+FAKE_WEBCAM_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def live_app(tiny_expclip_dir, tmp_path_factory):
+    if not YUNET_FILE.is_file():
+        pytest.fail(f"{YUNET_FILE} is missing: the tests need shared/models/ beside the project (see its README)")
+    log = tmp_path_factory.mktemp("live-app") / "app.log"
+    process, url = start_app([sys.executable, "app.py", "--model", tiny_expclip_dir, "--smooth", "0.5"], log)
+    yield url
+    stop_app(process)
+
+
+@pytest.fixture(scope="module")
+def webcam_browser(tmp_path_factory):
+    """Headless Chromium whose webcam plays the moving faces; skipped (saying why) only when Chromium cannot start."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        reason = f"Chromium cannot start: {', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+        print(reason)
+        pytest.skip(reason)
+    y4m = moving_faces.write_y4m(tmp_path_factory.mktemp("webcam") / "people.y4m", frames=40)
+    profile = tempfile.mkdtemp(prefix="expclip-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS + FAKE_WEBCAM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}",
+                                                      f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except WebDriverException as error:
+        reason = f"Chromium cannot start: {str(error.msg or error).strip().splitlines()[0]}"
+        print(reason)
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(reason)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def live_picture(browser, previous: str | None = None) -> tuple[str, np.ndarray]:
+    """The Live tab's output image once one (other than `previous`) has loaded: its address and its pixels (decoded
+    by the page, read back from a canvas in the same script, so a newer frame cannot slip in between)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    read = """const img = document.querySelector('#live img');
+        if (!img || !img.complete || !img.naturalWidth || img.src === arguments[0]) return null;
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d'); context.drawImage(img, 0, 0);
+        return [img.src, canvas.width, canvas.height,
+                Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)];"""
+    src, width, height, data = WebDriverWait(browser, 60).until(lambda b: b.execute_script(read, previous))
+    return src, np.array(data, np.uint8).reshape(height, width, 4)[..., :3]
+
+
+def test_live_tab_shows_the_fake_webcams_faces_boxed_and_labelled_and_updating(
+        live_app, webcam_browser, tiny_expclip_dir, tmp_path, capsys):
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    labels = json.loads((tiny_expclip_dir / "config.json").read_text())["class_names"]
+    browser = webcam_browser
+    browser.get(live_app)
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
+    [tab] = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Live"]
+    tab.click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(
+        By.XPATH, "//*[@id='webcam']//button[contains(., 'Click to Access Webcam')]"))[0].click()
+    WebDriverWait(browser, 30).until(lambda b: [x for x in b.find_elements(
+        By.CSS_SELECTOR, "#webcam button[aria-label='capture photo']") if x.is_displayed()])[0].click()  # start streaming
+    message = WebDriverWait(browser, 120).until(
+        lambda b: (text := b.find_element(By.ID, "live-message").text.strip()).startswith(("2 faces", "3 faces"))
+        and text)
+    first_src, first = live_picture(browser)
+    time.sleep(1.0)
+    _, later = live_picture(browser, previous=first_src)  # new frames keep coming
+    screenshot = tmp_path / "app-live.png"
+    browser.save_screenshot(str(screenshot))
+    with capsys.disabled():  # the path shows in the test output even when it passes
+        print(f"\nscreenshot: {screenshot}")
+    assert "Error" not in message and any(f"**{label}**" in message or label in message for label in labels)
+    assert message.split(" — ")[1].startswith("person ")
+    assert first.shape == (moving_faces.HEIGHT, moving_faces.WIDTH, 3)
+    # the boxes are drawn in the tracks' colours: pixels of track 1's and track 2's colours are in the picture
+    for colour in TRACK_COLOURS[:2]:
+        close = (np.abs(later.astype(int) - np.array(colour)).sum(-1) < 40).sum()
+        assert close > 200, colour
+    assert np.abs(later.astype(int) - first.astype(int)).mean() > 0.5  # the faces moved: the picture changed
+
+
+def test_predict_video_with_track_returns_the_clip_and_one_track_record_per_person(live_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    video = moving_faces.write_moving_faces(tmp_path / "people.mp4")
+    client = Client(live_app, verbose=False)
+    records = client.predict(handle_file(str(video)), track=True, api_name="/predict_video")
+    clip, *tracks = records
+    assert clip["kind"] == "video" and clip["source"] == "people.mp4" and clip["tracks"] == 3
+    assert [t["track"] for t in tracks] == [1, 2, 3] and all(t["kind"] == "track" for t in tracks)
+    assert clip["annotated"].endswith("people.webm") and clip["annotated_codec"] in ("vp8", "vp9")
+    with Image.open(clip["track_timeline"]["png"]) as plot:  # the app runs on this machine: its files are readable
+        assert plot.format == "PNG"
+
+
+# ----- the Live tab's function, in this process ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tiny_expclip_dir):
+    from expclip.app import ExpCLIPApp
+
+    os.environ.setdefault("EXPCLIP_YUNET_MODEL", str(YUNET_FILE))
+    return ExpCLIPApp(str(tiny_expclip_dir), device="cpu", smooth=0.5)
+
+
+def test_live_frames_keep_each_persons_number_as_they_move(live):
+    patches, state = moving_faces.face_patches(), None
+    for frame in range(0, 20, 2):
+        picture, state, line = live.live_frame(moving_faces.render_frame(frame, patches), state)
+        assert line.startswith("3 faces — person 1: ") and picture.shape == (480, 640, 3)
+    tracks = state["tracker"].tracks
+    assert len(tracks) == 3 and all(len(track.boxes) == 10 for track in tracks)
+    for track in tracks:  # each track stayed on one person: its boxes move steadily, never jump between people
+        xs = [box.x for box in track.boxes]
+        assert max(abs(b - a) for a, b in zip(xs, xs[1:])) < 60
+
+
+def test_live_frame_that_fails_is_a_one_line_user_error(live):
+    from expclip.app import UserError
+
+    with pytest.raises(UserError) as error:
+        live.live_frame(None, None)
+    assert "\n" not in str(error.value) and "webcam" in str(error.value)
