@@ -217,23 +217,32 @@ def run(args: argparse.Namespace) -> int:
         state = PartialState(cpu=device == "cpu", timeout=timedelta(days=7))
         device = "cpu" if device == "cpu" else str(state.device)
     inputs_given = [args.dataset] if args.dataset and Path(args.dataset).exists() else args.paths
-    if state is None or state.is_main_process:
-        try:  # where the run writes, before any work: never an input, never a folder holding other files
-            if args.output:
-                check_output_file(args.output, inputs_given, args.overwrite)
-            if args.output_dataset:
-                check_output_folder(args.output_dataset, "predict", inputs_given, args.overwrite)
-            for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
-                if folder is not None:
-                    check_output_folder(folder, "predict", inputs_given, reuse=True, option=option)
-            problem = None
-        except OutputError as error:
-            problem = str(error)
-    if state is not None:
-        problem = _broadcast(problem)
-    if problem:
-        return _fail(problem, 2)
+    with contextlib.ExitStack() as stack:  # rank 0 holds the output locks until the run ends
+        problem = None
+        if state is None or state.is_main_process:
+            try:  # where the run writes, before any work: never an input, never a folder holding other files
+                if args.output:
+                    check_output_file(args.output, inputs_given, args.overwrite)
+                if args.output_dataset:
+                    check_output_folder(args.output_dataset, "predict", inputs_given, args.overwrite)
+                for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
+                    if folder is not None:
+                        check_output_folder(folder, "predict", inputs_given, reuse=True, option=option)
+                for target in (args.output, args.output_dataset):  # another run writing it: refused, its PID named
+                    if target:
+                        stack.enter_context(output_lock(target, "predict"))
+            except OutputError as error:
+                problem = str(error)
+        if state is not None:
+            problem = _broadcast(problem)
+        if problem:
+            return _fail(problem, 2)
+        return _label(args, state, device, timeline_dir, inputs_given)
 
+
+def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
+    """Read the inputs, load the detector and the model, and label: in one process, or in shards."""
+    sharded = state is not None
     # The inputs: paths, or a dataset's rows (every process loads it; the first builds the cache, the others wait).
     from .labelling import DatasetError, DatasetInputs, PathInputs, load_image_dataset
 
@@ -296,38 +305,32 @@ def run(args: argparse.Namespace) -> int:
             raise
         return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
 
-    with contextlib.ExitStack() as stack:
-        shards = kept = None
-        if state is None or state.is_main_process:
-            try:  # another run writing the same output is refused (its PID named); the lock goes with this run
-                for target in (args.output, args.output_dataset):
-                    if target:
-                        stack.enter_context(output_lock(target, "predict"))
-                if sharded:
-                    shards, kept = _prepare_shards(args, inputs, folder, prompt_file, world_size, detector_choice,
-                                                   inputs_given)
-                problem = None
-            except OutputError as error:
-                problem = str(error)
-        if state is not None:
-            problem, shards, kept = _broadcast(problem, shards, kept)
-        if problem:
-            return _fail(problem, 2)
+    shards = kept = problem = None
+    if sharded and state.is_main_process:
         try:
-            predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
-                                                         dtype=args.dtype, batch_size=args.batch_size,
-                                                         workers=args.workers, prompt_overrides=prompt_file,
-                                                         normalize_on_device=args.normalize_on_device)
-            predictor.detector = detector
-        except InputError as error:  # --prompt-file names a class outside the model's label set
-            return _fail(str(error), 2)
-        except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
-            if args.debug:
-                raise
-            return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
-        if sharded:
-            return _run_sharded(args, state, predictor, inputs, dataset, shards, kept)
-        return _run_one_process(args, predictor, inputs, dataset, timeline_dir)
+            shards, kept = _prepare_shards(args, inputs, folder, prompt_file, state.num_processes,
+                                           detector_choice, inputs_given)
+        except OutputError as error:
+            problem = str(error)
+    if sharded:
+        problem, shards, kept = _broadcast(problem, shards, kept)
+    if problem:
+        return _fail(problem, 2)
+    try:
+        predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
+                                                     dtype=args.dtype, batch_size=args.batch_size,
+                                                     workers=args.workers, prompt_overrides=prompt_file,
+                                                     normalize_on_device=args.normalize_on_device)
+        predictor.detector = detector
+    except InputError as error:  # --prompt-file names a class outside the model's label set
+        return _fail(str(error), 2)
+    except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
+        if args.debug:
+            raise
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
+    if sharded:
+        return _run_sharded(args, state, predictor, inputs, dataset, shards, kept)
+    return _run_one_process(args, predictor, inputs, dataset, timeline_dir)
 
 
 def _broadcast(*values):
