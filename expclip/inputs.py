@@ -176,7 +176,8 @@ def _convert(image: Image.Image, box: tuple | None, original: bool) -> Image.Ima
 
 
 def load_image(source, box: tuple | None = None, original: bool = False) -> Image.Image:
-    """A path, PIL image or HxWx3 array -> RGB PIL image; raises `InputError` with a one-line reason.
+    """A path, PIL image, HxWx3 array or undecoded `datasets` image ({"bytes", "path"}) -> RGB PIL image; raises
+    `InputError` with a one-line reason.
 
     `box` (left, top, right, bottom) is cut first, in the stored pixels' coordinates (a benchmark's face box), before
     any EXIF rotation. `original=True` reads as the original's benchmark code did: a plain `.convert("RGB")`, no EXIF
@@ -190,6 +191,17 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
             return convert(Image.fromarray(source))
         except (TypeError, ValueError) as error:
             raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
+    if isinstance(source, dict):  # a `datasets` Image value read undecoded: {"bytes": ..., "path": ...}
+        if source.get("bytes") is None:
+            if not source.get("path"):
+                raise InputError("<dataset image>: no bytes and no path")
+            return load_image(source["path"])
+        name = source.get("path") or "<image bytes>"
+        if not source["bytes"]:
+            raise InputError(f"{name}: empty image (0 bytes)")
+        import io
+
+        return _decode(io.BytesIO(source["bytes"]), name)
     if is_url(source):
         raise InputError(f"{source}: URLs are not read; download the file and give its path")
     path = Path(source)
@@ -199,8 +211,13 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
         raise InputError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+    return _decode(path, path)
+
+
+def _decode(file, path) -> Image.Image:
+    """Open, load and convert to RGB a file (a path or a file object named `path`), the reasons named in one line."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.seek(0)
             image.load()
             try:

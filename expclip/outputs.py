@@ -17,6 +17,7 @@ output is refused:
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 MARKER = ".expclip-output.json"  # {"command": ..., "files": [relative paths this command wrote]}
@@ -131,3 +132,45 @@ def mark_output(folder, command: str) -> None:
     if folder.is_dir():
         marker = {"command": command, "files": sorted(_files(folder))}
         (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def output_lock(output: Path | str, command: str):
+    """Hold `<output>.lock` while a run writes `output`: created with O_CREAT|O_EXCL, holding {"pid", "command"}.
+    Another live run's lock raises `OutputError` naming its PID; a dead run's (stale) lock is taken over; the lock is
+    removed on exit."""
+    lock = Path(str(output) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text(encoding="utf-8"))
+                pid = int(holder["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = None
+            if pid is not None and _alive(pid):
+                raise OutputError(f"{output}: another run (expclip {holder.get('command', command)}, PID {pid}) is "
+                                  f"writing it; wait for it to finish, or choose another output") from None
+            lock.unlink(missing_ok=True)  # stale: its run is gone
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump({"pid": os.getpid(), "command": command}, file)
+        break
+    else:
+        raise OutputError(f"{output}: cannot take the lock {lock}; another run is starting on it")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

@@ -239,6 +239,21 @@ class ItemReader:
         return read
 
 
+def plan_batches(items: list[Item], batch_size: int) -> list[list[int]]:
+    """The model calls: runs of up to `batch_size` consecutive images, each video or error item alone. Planned from
+    a batch's first item onwards only, so any part of `items` that starts at a batch gets the same batches (the
+    labelling shards of `expclip.labelling` rely on it: same batches, same scores bit for bit)."""
+    batches, position = [], 0
+    while position < len(items):
+        batch = [position]
+        while (items[batch[0]].kind == "image" and len(batch) < batch_size
+               and position + len(batch) < len(items) and items[position + len(batch)].kind == "image"):
+            batch.append(position + len(batch))
+        batches.append(batch)
+        position += len(batch)
+    return batches
+
+
 # ----- the predictor ---------------------------------------------------------------------------------------------------
 
 
@@ -475,14 +490,7 @@ class ExpCLIPPredictor:
         if faces and self.detector is None:
             raise ValueError("faces=True needs a face detector (from_pretrained(..., detector='haar'))")
         annotated, self._timeline_stems = set(), set()
-        batches, position = [], 0
-        while position < len(items):
-            batch = [position]
-            while (items[batch[0]].kind == "image" and len(batch) < self.batch_size
-                   and position + len(batch) < len(items) and items[position + len(batch)].kind == "image"):
-                batch.append(position + len(batch))
-            batches.append(batch)
-            position += len(batch)
+        batches = plan_batches(items, self.batch_size)
         reader = ItemReader(self.preprocess, self.detector if faces else None, faces, self.face_margin,
                             keep_image=annotate_dir is not None, num_segments=self.num_segments,
                             short_clip=self.short_clip, timeline=timeline_dir is not None,
