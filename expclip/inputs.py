@@ -195,13 +195,13 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
         if source.get("bytes") is None:
             if not source.get("path"):
                 raise InputError("<dataset image>: no bytes and no path")
-            return load_image(source["path"])
+            return load_image(source["path"], box, original)
         name = source.get("path") or "<image bytes>"
         if not source["bytes"]:
             raise InputError(f"{name}: empty image (0 bytes)")
         import io
 
-        return _decode(io.BytesIO(source["bytes"]), name)
+        return _decode(io.BytesIO(source["bytes"]), name, convert)
     if is_url(source):
         raise InputError(f"{source}: URLs are not read; download the file and give its path")
     path = Path(source)
@@ -211,11 +211,12 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
         raise InputError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
-    return _decode(path, path)
+    return _decode(path, path, convert)
 
 
-def _decode(file, path) -> Image.Image:
-    """Open, load and convert to RGB a file (a path or a file object named `path`), the reasons named in one line."""
+def _decode(file, path, convert) -> Image.Image:
+    """Open, load and `convert` to RGB a file (a path or a file object named `path`), the reasons named in one
+    line."""
     try:
         with Image.open(file) as image:
             image.seek(0)
