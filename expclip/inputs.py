@@ -23,8 +23,11 @@ Reproducing the paper). `ImagePreprocessing(..., normalize_on_device=True)` send
 processor call) and rescales/normalises the batch on the model's device: equal within float rounding, 4x less data.
 """
 
+import errno
 import os
+import stat
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -58,15 +61,46 @@ def one_line(error: BaseException) -> str:
     return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
+PROMPT_FILE_MAX_BYTES = 1_000_000  # a larger --prompt-file is refused: 1 MB is ~25k prompts, minutes of text encoding
+CLIP_MAX_TOKENS = 77  # CLIP's text context; longer prompts are cut off by the tokenizer
+
+
+def path_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an input file, as the end of a one-line message ("no such file or directory",
+    "symbolic link loop", "not a regular file (a FIFO)", ...); None for a regular file or a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return "broken symbolic link (its target does not exist)"
+        if error.errno == errno.ENOENT:
+            return "no such file or directory"
+        return f"cannot be read ({error.strerror or first_line(error)})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "a special file")
+    return f"not a regular file ({kind})"
+
+
 def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, list[str]]:
-    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list. Raises
-    `InputError` (one line) for an unreadable file, a non-object, an empty or non-string list, or a class outside
-    `class_names` (when given)."""
+    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list (UTF-8, a BOM
+    allowed, at most 1 MB). A `{}` in a prompt is filled with its class name, as in `--prompts` templates. Raises
+    `InputError` (one line) for an unreadable, non-regular or too large file, a non-object, an empty or non-string
+    list, or a class outside `class_names` (when given)."""
     import json
 
     path = Path(path)
+    problem = path_problem(path) or ("is a directory, not a JSON file" if path.is_dir() else None)
+    if problem:  # a FIFO would block the read forever
+        raise InputError(f"{path}: cannot read the prompt file ({problem})")
+    if path.stat().st_size > PROMPT_FILE_MAX_BYTES:
+        raise InputError(f"{path}: prompt file of {path.stat().st_size:,} bytes refused (at most "
+                         f"{PROMPT_FILE_MAX_BYTES:,}: every prompt is encoded by CLIP's text model)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows editors) is dropped
     except OSError as error:
         raise InputError(f"{path}: cannot read the prompt file ({first_line(error)})")
     except (UnicodeDecodeError, ValueError) as error:
@@ -82,7 +116,17 @@ def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, li
     if unknown:
         raise InputError(f"{path}: class(es) {', '.join(map(repr, unknown))} not in the label set "
                          f"({', '.join(class_names)})")
-    return {name: list(prompts) for name, prompts in data.items()}
+    return {name: [prompt.replace("{}", name) for prompt in prompts] for name, prompts in data.items()}
+
+
+def long_prompts(prompts: dict[str, list[str]], tokenizer) -> dict[str, int]:
+    """Class -> token count of its longest prompt, for the classes with a prompt longer than CLIP's 77 tokens."""
+    found = {}
+    for name, texts in prompts.items():
+        longest = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
+        if longest > CLIP_MAX_TOKENS:
+            found[name] = longest
+    return found
 
 
 def original_image_processor_settings(image_size: int) -> dict:
@@ -156,29 +200,40 @@ def load_image(source) -> Image.Image:
 
     PIL's decompression-bomb limit stays on. Animated images give their first frame."""
     if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise InputError(f"PIL image of size {source.size[0]}x{source.size[1]}: empty, not an image")
         return to_rgb(source)
     if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or 0 in source.shape or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
+            raise InputError(f"array of shape {source.shape}: not an image (expected HxW, HxWx3 or HxWx4, not empty)")
         try:
-            return to_rgb(Image.fromarray(source))
+            return to_rgb(Image.fromarray(source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source))
         except (TypeError, ValueError) as error:
             raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"{type(source).__name__} {repr(source)[:40]}: not an image (give a path, a PIL image or "
+                         "an array)")
     if is_url(source):
         raise InputError(f"{source}: URLs are not read; download the file and give its path")
     path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
+    problem = path_problem(path)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            image.seek(0)
-            image.load()
-            try:
-                return to_rgb(image)
-            except ValueError as error:  # the file was read; its pixels cannot be shown as an image
-                raise InputError(f"{path}: refused, {first_line(error)}")
+        with warnings.catch_warnings():
+            # between PIL's warning and error limits: read, without PIL's two-line warning reaching the user
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)
+                image.load()
+                try:
+                    return to_rgb(image)
+                except ValueError as error:  # the file was read; its pixels cannot be shown as an image
+                    raise InputError(f"{path}: refused, {first_line(error)}")
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused, image too large ({first_line(error)})")
     except UnidentifiedImageError:

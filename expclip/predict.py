@@ -5,27 +5,32 @@
 """
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import os
 import sys
 import unicodedata
 from pathlib import Path
 
-from .inputs import DTYPES, InputError, one_line, read_prompt_file
-from .outputs import OutputError, check_output_file, check_output_folder, mark_output
+from .inputs import DTYPES, InputError, long_prompts, one_line, read_prompt_file
+from .outputs import OutputError, check_output_file, check_output_folder, mark_output, output_lock
 from .predictor import ExpCLIPPredictor, check_label_set, collect_items, parse_labels, parse_prompts, resolve_device
 
 # ----- output formats --------------------------------------------------------------------------------------------------
 
 
 def _item_label(record: dict) -> str:
+    # a newline or tab in a file name would break the row: shown escaped, as Python writes it
+    source = record["source"].encode("unicode_escape", "backslashreplace").decode("ascii", "backslashreplace") \
+        if any(char in record["source"] for char in "\n\r\t") else record["source"]
     if record.get("kind") == "face":
         x, y, w, h = record["box"]
-        return f"{record['source']} [face {record['face']} at {x},{y} {w}x{h}]"
+        return f"{source} [face {record['face']} at {x},{y} {w}x{h}]"
     if record.get("kind") == "video" and "frames" in record:
-        return f"{record['source']} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
-    return record["source"]
+        return f"{source} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
+    return source
 
 
 def _display_width(text: str) -> int:
@@ -138,6 +143,15 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _check_prompt_set_name(text: str | None) -> None:
+    """`--prompts type9`: one word without `{}` is a mistyped set name, not a template (ValueError, one line)."""
+    from configuration_expclip import PROMPT_SETS
+
+    if text and text not in PROMPT_SETS and "{}" not in text and "|" not in text and len(text.split()) == 1:
+        raise ValueError(f"unknown prompt set {text!r}; known: {', '.join(PROMPT_SETS)} (or templates with {{}}, "
+                         "|-separated)")
+
+
 def run(args: argparse.Namespace) -> int:
     # Options first, cheapest first: a bad one is refused before any model is loaded or any file read.
     if args.batch_size < 1:
@@ -147,14 +161,27 @@ def run(args: argparse.Namespace) -> int:
     timeline_dir = None
     if args.timeline:
         timeline_dir = Path(args.timeline_dir or (Path(args.output).parent if args.output else Path()) / "timelines")
-    try:  # where the run writes, before any work: never an input, never a folder holding other files
-        if args.output:
-            check_output_file(args.output, args.paths, args.overwrite)
-        for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
-            if folder is not None:
+    with contextlib.ExitStack() as stack:
+        try:  # where the run writes, before any work: never an input, never a folder holding other files
+            folders = [(option, folder) for option, folder in (("--annotate", args.annotate),
+                                                               ("--timeline-dir", timeline_dir)) if folder is not None]
+            if args.output:
+                output = check_output_file(args.output, args.paths, args.overwrite)
+                for option, folder in folders:  # the file would land in (or be) a folder this run fills
+                    folder = Path(os.path.realpath(Path(folder).expanduser()))
+                    if output == folder or folder in output.parents:
+                        raise OutputError(f"--output {args.output}: is {'' if output == folder else 'inside '}the "
+                                          f"{option} folder; choose another file")
+            for option, folder in folders:
                 check_output_folder(folder, "predict", args.paths, reuse=True, option=option)
-    except OutputError as error:
-        return _fail(str(error), 2)
+            if args.output:  # a second run writing the same file at once is refused, with the first one's PID
+                stack.enter_context(output_lock(args.output, "predict"))
+        except OutputError as error:
+            return _fail(str(error), 2)
+        return _run(args, timeline_dir)
+
+
+def _run(args: argparse.Namespace, timeline_dir: Path | None) -> int:
     try:
         device = resolve_device(args.device)
     except ValueError as error:
@@ -172,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()
     labels, prompts = parse_labels(args.labels), parse_prompts(args.prompts)
     try:
+        _check_prompt_set_name(args.prompts)
         check_label_set(labels, prompts)
     except ValueError as error:
         return _fail(str(error), 2)
@@ -193,6 +221,9 @@ def run(args: argparse.Namespace) -> int:
                                                      workers=args.workers, prompt_overrides=prompt_file,
                                                      normalize_on_device=args.normalize_on_device)
         predictor.detector = detector
+        for name, tokens in long_prompts(prompt_file or {}, predictor.processor.tokenizer).items():
+            print(f"expclip predict: warning: --prompt-file class {name!r} has a prompt of {tokens} tokens; CLIP reads "
+                  "only the first 77, the rest is cut off", file=sys.stderr)
     except ModelFetchError as error:
         return _fail(str(error), 1)
     except InputError as error:  # --prompt-file names a class outside the model's label set
