@@ -384,6 +384,10 @@ def collate_prepared(prepared: list[Prepared]) -> InputBatch:
     return InputBatch(prepared, {key: torch.cat(tensors) for key, tensors in parts.items()})
 
 
+# torch's advice when workers outnumber the cores: the user asked for them (--workers N); their run is not wrong.
+TOO_MANY_WORKERS = "This DataLoader will create"
+
+
 class InputPipeline:
     """Items -> `prepare` in DataLoader worker processes -> `InputBatch`es in input order, bad items included.
 
@@ -414,15 +418,17 @@ class InputPipeline:
         self.batches = ([list(b) for b in batches] if batches is not None else
                         [list(range(s, min(s + batch_size, len(self.items)))) for s in range(0, len(self.items),
                                                                                              batch_size)])
-        self.loader = torch.utils.data.DataLoader(
-            _PreparedItems(self.items, prepare, name),
-            batch_sampler=self.batches,
-            num_workers=self.num_workers,
-            collate_fn=collate_prepared,
-            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-            prefetch_factor=prefetch_factor if self.num_workers else None,
-            worker_init_fn=worker_init_fn,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TOO_MANY_WORKERS)
+            self.loader = torch.utils.data.DataLoader(
+                _PreparedItems(self.items, prepare, name),
+                batch_sampler=self.batches,
+                num_workers=self.num_workers,
+                collate_fn=collate_prepared,
+                pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                prefetch_factor=prefetch_factor if self.num_workers else None,
+                worker_init_fn=worker_init_fn,
+            )
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -449,7 +455,9 @@ def _start_workers(loader):
     pending = []
     previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
     try:
-        iterator = iter(loader)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TOO_MANY_WORKERS)
+            iterator = iter(loader)
     finally:
         signal.signal(signal.SIGINT, previous)
     if pending and callable(previous):

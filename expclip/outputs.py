@@ -187,3 +187,17 @@ def output_lock(output: Path | str, command: str):
         yield lock
     finally:
         lock.unlink(missing_ok=True)
+
+
+def check_apart(folder, option: str, others: dict) -> None:
+    """Refuse (one-line `OutputError`) a folder that is, lies inside, or holds one of `others` (option -> path, None
+    skipped): e.g. a feature cache in the image folder or the output folder."""
+    target = _resolved(folder)
+    for other_option, other in others.items():
+        if other is None:
+            continue
+        other_path = _resolved(other)
+        if target == other_path or _inside(target, other_path) or _inside(other_path, target):
+            where = "is" if target == other_path else "is inside" if _inside(target, other_path) else "holds"
+            raise OutputError(f"{option} {folder}: {where} the {other_option} folder {other}; give it a folder of "
+                              "its own")
