@@ -140,18 +140,24 @@ def test_predict_refuses_an_all_zero_head_in_one_line(zero_head_dir, photo_dir):
     assert "the projection head is all zeros; refused" in one_line_error(result)
 
 
-def test_export_refuses_an_all_zero_head_in_one_line(zero_head_dir, tmp_path):
-    result = run_command(*EXPCLIP, "export", zero_head_dir, "--output", tmp_path / "out")
-    assert "all zeros" in one_line_error(result) and not (tmp_path / "out").exists()
+def test_export_refuses_an_all_zero_head_in_one_line(zero_head_dir, tmp_path, capsys):
+    from expclip.cli import main
+
+    assert main(["export", str(zero_head_dir), "--output", str(tmp_path / "out")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "the projection head is all zeros; refused" in line and not (tmp_path / "out").exists()
 
 
-def test_convert_refuses_an_all_zero_released_head(tmp_path, tiny_clip_dir):
+def test_convert_refuses_an_all_zero_released_head(tmp_path, tiny_clip_dir, capsys):
     from tiny_models import CLIP_EMBED_DIM
 
+    from expclip.cli import main
+
     torch.save({"mlp.weight": torch.zeros(24, CLIP_EMBED_DIM)}, tmp_path / "zero.pth")
-    result = run_command(*EXPCLIP, "convert", tmp_path / "zero.pth", "--clip", tiny_clip_dir,
-                         "--output", tmp_path / "out")
-    assert "'mlp.weight' is all zeros; refused" in one_line_error(result) and not (tmp_path / "out").exists()
+    assert main(["convert", str(tmp_path / "zero.pth"), "--clip", str(tiny_clip_dir), "--output",
+                 str(tmp_path / "out")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "'mlp.weight' is all zeros; refused" in line and not (tmp_path / "out").exists()
 
 
 def test_uniform_scores_get_a_note_instead_of_the_first_label(tiny_expclip_dir, photo_dir):
