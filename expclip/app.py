@@ -52,6 +52,7 @@ class ExpCLIPApp:
         self.default_prompts = templates if isinstance(templates, str) else " | ".join(templates)
         # people's photos and their timelines: one folder per request inside, all of it removed by `close`
         self.outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="expclip-app-"))
+        self.outputs.mkdir(parents=True, exist_ok=True)
         self._predictors = {}
 
     def close(self) -> None:
