@@ -556,6 +556,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # success is one line, a refusal too
+    if not args.debug:  # transformers' multi-line LOAD REPORT for a broken folder: our one line says it
+        transformers_logging.set_verbosity_error()
     labels = None if args.labels is None else [name.strip() for name in args.labels.split(",")]
     try:
         folder = export_model(args.model, args.output, to=args.to, dtype=args.dtype, class_names=labels,

@@ -14,7 +14,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from .inputs import DTYPES, InputError, long_prompts, one_line, read_prompt_file
+from .inputs import DTYPES, InputError, first_line, long_prompts, one_line, read_prompt_file
 from .outputs import OutputError, check_output_file, check_output_folder, mark_output, output_lock
 from .predictor import ExpCLIPPredictor, check_label_set, collect_items, parse_labels, parse_prompts, resolve_device
 
@@ -231,7 +231,9 @@ def _run(args: argparse.Namespace, timeline_dir: Path | None) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
+        # the model code's refusals (ValueError) are sentences already; anything else shows its type
+        reason = first_line(error) if type(error) is ValueError else one_line(error)
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {reason}", 1)
 
     items = collect_items(args.paths, frames=args.frames)
     records, failed = [], 0
