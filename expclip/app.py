@@ -283,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = Path(tempfile.mkdtemp(prefix="expclip-app-"))
     # Gradio's copies of uploads and results go there too (unless the user chose a place), removed with it; Gradio
     # reads the variable when imported
+    own_gradio_dir = "GRADIO_TEMP_DIR" not in os.environ
     os.environ.setdefault("GRADIO_TEMP_DIR", str(outputs / "gradio"))
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
@@ -316,3 +317,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(outputs, ignore_errors=True)
+        if own_gradio_dir:  # run() called from Python: the next call gets a folder of its own
+            os.environ.pop("GRADIO_TEMP_DIR", None)

@@ -176,3 +176,58 @@ def test_convert_writes_with_the_users_umask(tmp_path, tiny_clip_dir):
         os.umask(previous)
     assert (folder.stat().st_mode & 0o777) == 0o755
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory, tiny_expclip_dir):
+    """Copies of the tiny model: one without its head's weight, one with a NaN in a CLIP weight."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folders = {}
+    for name in ("no head", "nan clip"):
+        folder = tmp_path_factory.mktemp(name.replace(" ", "-"))
+        for path in tiny_expclip_dir.iterdir():
+            if path.is_file():
+                (folder / path.name).write_bytes(path.read_bytes())
+        weights = load_file(folder / "model.safetensors")
+        if name == "no head":
+            weights.pop("projection.weight")
+        else:
+            key = next(k for k in weights if k.startswith("clip.vision_model") and k.endswith("weight"))
+            weights[key] = weights[key].clone()
+            weights[key].view(-1)[0] = float("nan")
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        folders[name] = folder
+    return folders
+
+
+def test_export_of_a_model_without_its_head_is_one_line_without_transformers_load_report(broken_models, tmp_path,
+                                                                                          capsys):
+    from expclip.cli import main
+
+    assert main(["export", str(broken_models["no head"]), "--output", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert "1 weight(s) missing from its files (projection.weight)" in line and "LOAD REPORT" not in captured.out
+
+
+def test_export_names_a_nan_in_the_clip_weights_instead_of_differs_by_nan(broken_models, tmp_path):
+    from expclip.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match=r"the model's weight clip\.vision_model\..* holds NaN or infinite values"):
+        export_model(str(broken_models["nan clip"]), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_app_load_errors_carry_no_class_name(tmp_path, capsys):
+    import socket
+
+    from expclip.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["app", "--model", str(tmp_path / "missing"), "--port", str(port)]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"expclip app: error: {tmp_path / 'missing'}: no such model folder"
