@@ -228,6 +228,6 @@ def test_app_load_errors_carry_no_class_name(tmp_path, capsys):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert main(["app", "--model", str(tmp_path / "missing"), "--port", str(port)]) == 1
+    assert main(["app", "--model", str(tmp_path / "missing"), "--port", str(port), "--detector", "haar"]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line == f"expclip app: error: {tmp_path / 'missing'}: no such model folder"
