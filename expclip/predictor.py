@@ -127,11 +127,11 @@ UNIFORM_SCORES = 1e-6  # every class within this of the others: the model cannot
 
 def blank_note(image: Image.Image) -> str | None:
     """The record's note for a blank image (constant, or almost constant, pixels); None for any other image."""
-    low, high = image.getextrema()[0] if image.mode == "L" else (
-        min(band[0] for band in image.getextrema()), max(band[1] for band in image.getextrema()))
-    if high - low > BLANK_RANGE:
+    extrema = image.getextrema()  # per band: a solid colour is constant in each band, not across them
+    spread = max(high - low for low, high in ([extrema] if image.mode == "L" else extrema))
+    if spread > BLANK_RANGE:
         return None
-    return "blank image (constant pixels)" if high == low else "blank image (almost constant pixels)"
+    return "blank image (constant pixels)" if spread == 0 else "blank image (almost constant pixels)"
 
 
 def _item_name(item: Item) -> str:
