@@ -205,6 +205,8 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
                              f"({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''})")
         if not torch.isfinite(model.projection.weight).all():
             raise ValueError(f"{name}: the projection head holds NaN or infinite weights; refused (a broken model)")
+        if not model.projection.weight.any():  # uniform scores for every image, whatever the labels
+            raise ValueError(f"{name}: the projection head is all zeros; refused (a broken model)")
         model.lock_clip()  # loading replaces parameters (with requires_grad=True): lock CLIP again
         return (model, info) if want_info else model
 

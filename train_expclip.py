@@ -61,7 +61,7 @@ from expclip.inputs import (
     pin_pil_image_processor,
 )
 from modeling_expclip import ExpCLIPModel, contrastive_loss
-from expclip.outputs import MARKER, OutputError, check_output_folder, clear_output, mark_output
+from expclip.outputs import MARKER, OutputError, check_apart, check_output_folder, clear_output, mark_output
 from expclip.teacher import DEFAULT_TEACHER
 
 logger = logging.getLogger("train_expclip")
@@ -382,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before any work: never an input, never a folder holding files this trainer did not write.
     check_output_folder(training_args.output_dir, "train", inputs, training_args.overwrite_output_dir,
                         option="--output_dir")
+    # the cache writes shards where it is told: never among the images, never in the model folder the run writes
+    check_apart(data_args.feature_cache_dir, "--feature_cache_dir", {
+        "--train_dir": data_args.train_dir, "--dataset_data_dir": data_args.dataset_data_dir,
+        "--output_dir": training_args.output_dir})
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()

@@ -14,11 +14,18 @@ the predictor's one-line message in the page; the app keeps serving. Gradio is a
 """
 
 import argparse
+import errno
 import functools
 import os
+import shutil
+import signal
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from PIL import Image
 
 from .inputs import load_image, one_line
 from .predictor import ExpCLIPPredictor, annotate, check_label_set, parse_labels, parse_prompts
@@ -41,7 +48,8 @@ class ExpCLIPApp:
     (the label prompts are encoded once per set and cached by the model)."""
 
     def __init__(self, model: str | None = None, device: str = "auto", detector: str | None = "yunet",
-                 detector_model: str | None = None, smooth: float = 1.0, track_memory: float = 5.0):
+                 detector_model: str | None = None, outputs: Path | None = None, smooth: float = 1.0,
+                 track_memory: float = 5.0):
         self.smooth, self.track_memory = smooth, track_memory  # the Live tab's label smoothing and track memory, s
         self.base = ExpCLIPPredictor.from_pretrained(model, device=device, detector=detector,
                                                      detector_model=detector_model, workers=1)
@@ -49,8 +57,14 @@ class ExpCLIPApp:
         self.default_labels = ", ".join(self.base.class_names)
         templates = config.prompt_templates
         self.default_prompts = templates if isinstance(templates, str) else " | ".join(templates)
-        self.outputs = Path(tempfile.mkdtemp(prefix="expclip-app-"))  # annotated photos and timelines
+        # people's photos and their timelines: one folder per request inside, all of it removed by `close`
+        self.outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="expclip-app-"))
+        self.outputs.mkdir(parents=True, exist_ok=True)
         self._predictors = {}
+
+    def close(self) -> None:
+        """Remove every file the app wrote (annotated photos, timelines, Gradio's copies of uploads)."""
+        shutil.rmtree(self.outputs, ignore_errors=True)
 
     def predictor(self, labels: str | None, prompts: str | None) -> ExpCLIPPredictor:
         """The predictor for the page's label list and prompt set (None or the model's own: the loaded one)."""
@@ -151,21 +165,33 @@ class ExpCLIPApp:
             return None, None, ""
         if records[0].get("error"):
             return None, None, f"**Error:** {records[0]['error']}"
-        annotated = annotate(load_image(str(image)), records, Path(tempfile.mkdtemp(dir=self.outputs)),
-                             records[0]["source"], set())
+        request = Path(tempfile.mkdtemp(dir=self.outputs))
+        try:  # the page gets the pixels; the photo's annotated copy is not kept once it has been read back
+            path = annotate(load_image(str(image)), records, request, records[0]["source"], set())
+            with Image.open(path) as written:
+                annotated = written.copy()
+        finally:
+            shutil.rmtree(request, ignore_errors=True)
         if records[0].get("label") is None:
-            return str(annotated), None, "No face found in this image."
+            return annotated, None, records[0].get("note", "No face found in this image.")
         faces = ", ".join(f"face {r['face']}: **{r['label']}** ({r['scores'][r['label']]:.2f})" for r in records)
-        return str(annotated), records[0]["scores"], f"{len(records)} face{'s' * (len(records) > 1)} — {faces}"
+        return annotated, records[0]["scores"], f"{len(records)} face{'s' * (len(records) > 1)} — {faces}"
 
-    @staticmethod
-    def show_video(record: dict | None):
-        """(the clip's probabilities, the timeline plot path, one line of text) for the page."""
+    def show_video(self, record: dict | None):
+        """(the clip's probabilities, the timeline plot, one line of text) for the page; the request's timeline
+        files are removed once read."""
         if not record:
             return None, None, ""
         if record.get("error"):
             return None, None, f"**Error:** {record['error']}"
-        timeline = (record.get("timeline") or {}).get("png")
+        timeline = None
+        png = (record.get("timeline") or {}).get("png")
+        if png and Path(png).is_file() and self.outputs in Path(png).resolve().parents:
+            with Image.open(png) as plot:
+                timeline = plot.copy()
+            shutil.rmtree(Path(png).resolve().parent, ignore_errors=True)
+        if record.get("label") is None:
+            return record.get("scores") or None, timeline, record.get("note", "")
         line = f"**{record['label']}** ({record['scores'][record['label']]:.2f}), {record['frames']} frames"
         return record["scores"], timeline, line
 
@@ -276,12 +302,38 @@ def build_demo(app: ExpCLIPApp):
 
 
 def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False):
+    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM (SystemExit), then stop the server; the caller removes the
+    app's files."""
     import gradio as gr
 
     demo = build_demo(app)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
     demo.queue().launch(server_name=host, server_port=port, share=False, quiet=quiet, theme=theme,
-                        allowed_paths=[str(app.outputs)], footer_links=["api"])
+                        allowed_paths=[str(app.outputs)], footer_links=["api"], prevent_thread_lock=True)
+    try:  # Gradio's own blocking loop swallows Ctrl-C and returns: the command would exit 0, not 130
+        while True:
+            time.sleep(0.5)
+    finally:
+        demo.close()
+
+
+def check_address(host: str, port: int) -> str | None:
+    """Why the app cannot serve on host:port (one line), or None: checked before anything is loaded."""
+    if not 1 <= port <= 65535:
+        return f"--port {port}: not a port number (1 to 65535)"
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as error:
+        return f"--host {host}: not an address of this machine ({getattr(error, 'strerror', None) or error})"
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"--port {port}: already in use on {host}; choose another port"
+            return f"--host {host} --port {port}: cannot serve there ({error.strerror or error})"
+    return None
 
 
 # ----- command line ----------------------------------------------------------------------------------------------------
@@ -314,23 +366,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a person may leave the picture and keep their number (default 5)")
 
 
-def run(args: argparse.Namespace) -> int:
-    for name, value in OFFLINE_GRADIO.items():
-        os.environ.setdefault(name, value)
+def _stop_on_sigterm(signum, frame):  # a stopped Space or `kill`: the same clean exit as Ctrl-C
+    raise SystemExit(128 + signum)
+
+
+def _gradio_installed() -> bool:
+    import importlib.util
+
     try:
-        import gradio  # noqa: F401 -- only to say what is missing before the model loads
-    except ImportError:
+        return importlib.util.find_spec("gradio") is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    if not _gradio_installed():  # what is missing, before anything is loaded
         print(f"expclip app: the app needs Gradio, which is not installed: {INSTALL_HINT}", file=sys.stderr)
         return 1
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    problem = check_address(args.host, args.port)  # before Gradio or the model load: a bad port is one line
+    if problem:
+        print(f"expclip app: error: {problem}", file=sys.stderr)
+        return 2
+    for name, value in OFFLINE_GRADIO.items():
+        os.environ.setdefault(name, value)
+    outputs = Path(tempfile.mkdtemp(prefix="expclip-app-"))
+    # Gradio's copies of uploads and results go there too (unless the user chose a place), removed with it; Gradio
+    # reads the variable when imported
+    own_gradio_dir = "GRADIO_TEMP_DIR" not in os.environ
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(outputs / "gradio"))
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model, smooth=args.smooth,
-                         track_memory=args.track_memory)
-    except Exception as error:  # noqa: BLE001 -- a model or detector that cannot be loaded: one line
-        print(f"expclip app: error: {one_line(error)}", file=sys.stderr)
-        return 1
-    launch(app, args.host, args.port)
-    return 0
+        try:
+            import gradio  # noqa: F401 -- imported here, after GRADIO_TEMP_DIR is set
+        except ImportError:
+            print(f"expclip app: the app needs Gradio, which is not installed: {INSTALL_HINT}", file=sys.stderr)
+            return 1
+        from transformers.utils import logging as hf_logging
+
+        from .faces import DetectorError
+        from .models import ModelFetchError
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model, outputs=outputs,
+                             smooth=args.smooth, track_memory=args.track_memory)
+        except (ModelFetchError, DetectorError, ValueError, OSError) as error:  # their messages are one line
+            print(f"expclip app: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+            return 1
+        except Exception as error:  # noqa: BLE001 -- a model or detector that cannot be loaded: one line
+            print(f"expclip app: error: {one_line(error)}", file=sys.stderr)
+            return 1
+        launch(app, args.host, args.port)
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C: the status every command gives (README)
+        print("\nexpclip app: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(outputs, ignore_errors=True)
+        if own_gradio_dir:  # run() called from Python: the next call gets a folder of its own
+            os.environ.pop("GRADIO_TEMP_DIR", None)

@@ -43,6 +43,7 @@ from transformers import CLIPModel, CLIPProcessor, PreTrainedConfig
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
 from .inputs import first_line, one_line
+from .outputs import OutputError, check_output_folder, clear_output, mark_output, output_lock
 from modeling_expclip import ExpCLIPModel
 
 TARGETS = ("clip", "onnx")
@@ -470,23 +471,15 @@ app needs only the vision model.
 # ----- output folder -----------------------------------------------------------------------------------------------
 
 
-def _is_export(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / f"{TEXT_CLASSIFIER}.json").is_file()
-
-
-def check_output(output_dir: Path, overwrite: bool) -> None:
-    """Refuse an output that exists and is not empty, unless `overwrite` and it is an earlier export (a folder this
-    command did not write is never deleted)."""
-    if not output_dir.exists() and not output_dir.is_symlink():
-        return
-    if not output_dir.is_dir():
-        raise ExportError(f"{output_dir}: exists and is not a folder; choose another --output")
-    if not any(output_dir.iterdir()):
-        return
-    if not overwrite:
-        raise ExportError(f"{output_dir}: already exists and is not empty; choose another --output or pass --overwrite")
-    if not _is_export(output_dir):
-        raise ExportError(f"{output_dir}: not a folder written by expclip export; refusing to replace it")
+def check_output(output_dir: Path, overwrite: bool, model: str | None = None) -> Path:
+    """The rule every command follows (`expclip.outputs`): the output is new, empty, or an earlier export whose
+    marker lists every file in it (replaced only with `overwrite`, and then only those files); never the input model
+    folder. Returns it resolved; raises `ExportError` (one line) before anything is loaded."""
+    model_folder = model if model is not None and Path(model).expanduser().is_dir() else None
+    try:
+        return check_output_folder(output_dir, "export", [model_folder], overwrite=overwrite)
+    except OutputError as error:
+        raise ExportError(str(error))
 
 
 def _shareable(folder: Path) -> None:
@@ -499,21 +492,25 @@ def _shareable(folder: Path) -> None:
 
 
 def _write_atomically(output_dir: Path, write) -> None:
-    """`write(tmp)` in a temporary folder beside `output_dir`, then rename: a failure leaves nothing behind."""
+    """`write(tmp)` in a temporary folder, checked, then moved into place: a failure leaves nothing behind. A new
+    output is the renamed temporary folder; an existing one (empty, or an earlier export, checked by `check_output`)
+    keeps its folder: only the files its marker lists are deleted, then the new files are moved in."""
+    existing = output_dir.is_dir()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
-    old = None
+    tmp = Path(tempfile.mkdtemp(prefix=".expclip-export.", suffix=".partial", dir=output_dir if existing
+                                else output_dir.parent))
     try:
         write(tmp)
+        mark_output(tmp, "export")
         _shareable(tmp)
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.replaced")
-            os.replace(output_dir, old)
-        os.replace(tmp, output_dir)
+        if not existing:
+            os.replace(tmp, output_dir)
+            return
+        clear_output(output_dir, "export")
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, output_dir / entry.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ----- export ------------------------------------------------------------------------------------------------------
@@ -528,6 +525,8 @@ def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
     except ModelFetchError as error:
         raise ExportError(str(error))
     path = Path(source)
+    if path.is_dir() and not any(path.iterdir()):
+        raise ExportError(f"{source}: an empty folder, not an Exp-CLIP model")
     if path.is_file():
         raise ExportError(f"{source}: a file, not an Exp-CLIP model folder (expclip convert turns an authors' .pth "
                           "head into one)")
@@ -547,6 +546,9 @@ def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
         processor = CLIPProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise ExportError(f"{source}: cannot load this Exp-CLIP model ({first_line(error)})")
+    broken = next((name for name, weight in expclip.named_parameters() if not torch.isfinite(weight).all()), None)
+    if broken is not None:  # every check would then read "differs by nan"
+        raise ExportError(f"{source}: the model's weight {broken} holds NaN or infinite values; refused (a broken model)")
     return expclip, processor, source
 
 
@@ -564,6 +566,8 @@ def export_model(
 
     `class_names`: default the 7 basic expressions. `prompt_sets`: names from PROMPT_SETS, or a dict name -> templates.
     Raises `ExportError` (one line) and writes nothing when the model, the options or the output are refused."""
+    if str(output_dir) == "":
+        raise ExportError("--output is empty; give a folder")
     output_dir = Path(output_dir)
     if to not in TARGETS:
         raise ExportError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
@@ -571,7 +575,7 @@ def export_model(
         raise ExportError(f"--dtype must be one of {', '.join(ONNX_DTYPES)}, got {dtype!r}")
     if dtype != "float32" and to != "onnx":
         raise ExportError("--dtype applies to the ONNX files only (use --to onnx); the safetensors stay float32")
-    check_output(output_dir, overwrite)  # before any loading
+    output_dir = check_output(output_dir, overwrite, model)  # before any loading; "." becomes a named folder
     if to == "onnx":
         check_onnx_installed()
     if not isinstance(prompt_sets, dict):
@@ -581,7 +585,25 @@ def export_model(
     class_names = list(class_names) if class_names is not None else list(BASIC_EXPRESSIONS)
     if not class_names or any(not name.strip() for name in class_names):
         raise ExportError(f"empty label in {','.join(class_names)!r}" if class_names else "the label list is empty")
+    try:  # labels and prompt sets before the model loads: build_class_prompts needs no model
+        from modeling_expclip import build_class_prompts
 
+        for templates in prompt_sets.values():
+            build_class_prompts(class_names, templates)
+    except ValueError as error:  # unknown prompt set, template without {}, duplicate labels
+        raise ExportError(first_line(error))
+    try:
+        lock = output_lock(output_dir, "export")
+        lock.__enter__()
+    except OutputError as error:  # another export is writing this folder now
+        raise ExportError(str(error))
+    try:
+        return _export(model, output_dir, to, dtype, class_names, prompt_sets)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _export(model, output_dir: Path, to: str, dtype: str, class_names: list[str], prompt_sets: dict) -> Path:
     expclip, processor, source = load_expclip(model)
     try:
         tensors, info = text_classifier_files(expclip, processor.tokenizer, class_names, prompt_sets)
@@ -617,6 +639,10 @@ def parse_prompt_sets(text: str | None) -> dict:
     names = [name.strip() for name in text.split(",")]
     if all(name in PROMPT_SETS for name in names):
         return {name: name for name in names}
+    unknown = [name for name in names if name not in PROMPT_SETS and "{}" not in name and len(name.split()) == 1]
+    if "{}" not in text and unknown:  # `--prompts type9`: a mistyped set name, not a template
+        raise ExportError(f"unknown prompt set {unknown[0]!r}; known: {', '.join(PROMPT_SETS)} (or templates with {{}}, "
+                          "|-separated)")
     return {"custom": [template.strip() for template in text.split("|")]}
 
 
@@ -641,6 +667,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # success is one line, a refusal too
+    if not args.debug:  # transformers' multi-line LOAD REPORT for a broken folder: our one line says it
+        transformers_logging.set_verbosity_error()
     labels = None if args.labels is None else [name.strip() for name in args.labels.split(",")]
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -652,6 +680,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"expclip export: warning: {warning.message}", file=sys.stderr)
             else:  # shown as they would have been
                 warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        folder = args.output  # as the user wrote it
     except Exception as error:
         if args.debug:
             raise

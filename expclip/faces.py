@@ -91,6 +91,8 @@ class HaarFaceDetector:
     def detect(self, image: np.ndarray) -> list[Box]:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         scale = min(1.0, self.max_side / max(gray.shape))
+        if min(gray.shape) * scale < self.min_size:  # no face fits (a 1x20000 strip would shrink to 0 rows: cv2 fails)
+            return []
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
@@ -116,14 +118,22 @@ class YuNetFaceDetector:
         height, width = image.shape[:2]
         self.detector.setInputSize((width, height))
         _, faces = self.detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        boxes = []
-        for face in faces if faces is not None else []:
-            x, y, w, h = (int(round(v)) for v in face[:4])
-            x, y = max(0, x), max(0, y)
-            w, h = min(w, width - x), min(h, height - y)
-            if w > 0 and h > 0:
-                boxes.append(Box(x, y, w, h, float(face[-1])))
-        return _largest_first(boxes)
+        return yunet_boxes(faces, width, height)
+
+
+def yunet_boxes(faces: np.ndarray | None, width: int, height: int) -> list[Box]:
+    """`cv2.FaceDetectorYN.detect`'s rows -> boxes inside the image, largest first. Rows with a non-finite value
+    (YuNet gives some on constant or 20000x1 images) or no area inside the image are dropped."""
+    boxes = []
+    for face in faces if faces is not None else []:
+        if not np.isfinite(face[:4]).all() or not np.isfinite(face[-1]):
+            continue
+        x, y, w, h = (int(round(float(v))) for v in face[:4])
+        x, y = max(0, x), max(0, y)
+        w, h = min(w, width - x), min(h, height - y)
+        if w > 0 and h > 0:
+            boxes.append(Box(x, y, w, h, float(face[-1])))
+    return _largest_first(boxes)
 
 
 def yunet_model_path() -> str:

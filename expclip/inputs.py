@@ -25,10 +25,13 @@ processor call) and rescales/normalises the batch on the model's device: equal w
 
 from __future__ import annotations  # annotations name torch types without importing torch
 
+import errno
 import functools
 import logging
 import os
+import stat
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -76,15 +79,46 @@ def one_line(error: BaseException) -> str:
     return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
+PROMPT_FILE_MAX_BYTES = 1_000_000  # a larger --prompt-file is refused: 1 MB is ~25k prompts, minutes of text encoding
+CLIP_MAX_TOKENS = 77  # CLIP's text context; longer prompts are cut off by the tokenizer
+
+
+def path_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an input file, as the end of a one-line message ("no such file or directory",
+    "symbolic link loop", "not a regular file (a FIFO)", ...); None for a regular file or a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return "broken symbolic link (its target does not exist)"
+        if error.errno == errno.ENOENT:
+            return "no such file or directory"
+        return f"cannot be read ({error.strerror or first_line(error)})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "a special file")
+    return f"not a regular file ({kind})"
+
+
 def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, list[str]]:
-    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list. Raises
-    `InputError` (one line) for an unreadable file, a non-object, an empty or non-string list, or a class outside
-    `class_names` (when given)."""
+    """`--prompt-file FILE.json`: `{"class": ["prompt", ...], ...}`, each class's full prompt list (UTF-8, a BOM
+    allowed, at most 1 MB). A `{}` in a prompt is filled with its class name, as in `--prompts` templates. Raises
+    `InputError` (one line) for an unreadable, non-regular or too large file, a non-object, an empty or non-string
+    list, or a class outside `class_names` (when given)."""
     import json
 
     path = Path(path)
+    problem = path_problem(path) or ("is a directory, not a JSON file" if path.is_dir() else None)
+    if problem:  # a FIFO would block the read forever
+        raise InputError(f"{path}: cannot read the prompt file ({problem})")
+    if path.stat().st_size > PROMPT_FILE_MAX_BYTES:
+        raise InputError(f"{path}: prompt file of {path.stat().st_size:,} bytes refused (at most "
+                         f"{PROMPT_FILE_MAX_BYTES:,}: every prompt is encoded by CLIP's text model)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows editors) is dropped
     except OSError as error:
         raise InputError(f"{path}: cannot read the prompt file ({first_line(error)})")
     except (UnicodeDecodeError, ValueError) as error:
@@ -100,7 +134,17 @@ def read_prompt_file(path, class_names: list[str] | None = None) -> dict[str, li
     if unknown:
         raise InputError(f"{path}: class(es) {', '.join(map(repr, unknown))} not in the label set "
                          f"({', '.join(class_names)})")
-    return {name: list(prompts) for name, prompts in data.items()}
+    return {name: [prompt.replace("{}", name) for prompt in prompts] for name, prompts in data.items()}
+
+
+def long_prompts(prompts: dict[str, list[str]], tokenizer) -> dict[str, int]:
+    """Class -> token count of its longest prompt, for the classes with a prompt longer than CLIP's 77 tokens."""
+    found = {}
+    for name, texts in prompts.items():
+        longest = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
+        if longest > CLIP_MAX_TOKENS:
+            found[name] = longest
+    return found
 
 
 def original_image_processor_settings(image_size: int) -> dict:
@@ -185,10 +229,14 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
     images give their first frame."""
     convert = functools.partial(_convert, box=box, original=original)
     if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise InputError(f"PIL image of size {source.size[0]}x{source.size[1]}: empty, not an image")
         return convert(source)
     if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or 0 in source.shape or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
+            raise InputError(f"array of shape {source.shape}: not an image (expected HxW, HxWx3 or HxWx4, not empty)")
         try:
-            return convert(Image.fromarray(source))
+            return convert(Image.fromarray(source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source))
         except (TypeError, ValueError) as error:
             raise InputError(f"array of shape {source.shape} and dtype {source.dtype}: not an image ({error})")
     if isinstance(source, dict):  # a `datasets` Image value read undecoded: {"bytes": ..., "path": ...}
@@ -202,11 +250,15 @@ def load_image(source, box: tuple | None = None, original: bool = False) -> Imag
         import io
 
         return _decode(io.BytesIO(source["bytes"]), name, convert)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"{type(source).__name__} {repr(source)[:40]}: not an image (give a path, a PIL image or "
+                         "an array)")
     if is_url(source):
         raise InputError(f"{source}: URLs are not read; download the file and give its path")
     path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
+    problem = path_problem(path)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
@@ -218,13 +270,16 @@ def _decode(file, path, convert) -> Image.Image:
     """Open, load and `convert` to RGB a file (a path or a file object named `path`), the reasons named in one
     line."""
     try:
-        with Image.open(file) as image:
-            image.seek(0)
-            image.load()
-            try:
-                return convert(image)
-            except ValueError as error:  # the file was read; its pixels cannot be shown as an image
-                raise InputError(f"{path}: refused, {first_line(error)}")
+        with warnings.catch_warnings():
+            # between PIL's warning and error limits: read, without PIL's two-line warning reaching the user
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                image.seek(0)
+                image.load()
+                try:
+                    return convert(image)
+                except ValueError as error:  # the file was read; its pixels cannot be shown as an image
+                    raise InputError(f"{path}: refused, {first_line(error)}")
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused, image too large ({first_line(error)})")
     except UnidentifiedImageError:
@@ -382,6 +437,10 @@ def collate_prepared(prepared: list[Prepared]) -> InputBatch:
     return InputBatch(prepared, {key: torch.cat(tensors) for key, tensors in parts.items()})
 
 
+# torch's advice when workers outnumber the cores: the user asked for them (--workers N); their run is not wrong.
+TOO_MANY_WORKERS = "This DataLoader will create"
+
+
 class InputPipeline:
     """Items -> `prepare` in DataLoader worker processes -> `InputBatch`es in input order, bad items included.
 
@@ -414,15 +473,17 @@ class InputPipeline:
         self.batches = ([list(b) for b in batches] if batches is not None else
                         [list(range(s, min(s + batch_size, len(self.items)))) for s in range(0, len(self.items),
                                                                                              batch_size)])
-        self.loader = torch.utils.data.DataLoader(
-            _PreparedItems(self.items, prepare, name),
-            batch_sampler=self.batches,
-            num_workers=self.num_workers,
-            collate_fn=collate_prepared,
-            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-            prefetch_factor=prefetch_factor if self.num_workers else None,
-            worker_init_fn=worker_init_fn,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TOO_MANY_WORKERS)
+            self.loader = torch.utils.data.DataLoader(
+                _PreparedItems(self.items, prepare, name),
+                batch_sampler=self.batches,
+                num_workers=self.num_workers,
+                collate_fn=collate_prepared,
+                pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                prefetch_factor=prefetch_factor if self.num_workers else None,
+                worker_init_fn=worker_init_fn,
+            )
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -449,7 +510,9 @@ def _start_workers(loader):
     pending = []
     previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
     try:
-        iterator = iter(loader)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TOO_MANY_WORKERS)
+            iterator = iter(loader)
     finally:
         signal.signal(signal.SIGINT, previous)
     if pending and callable(previous):

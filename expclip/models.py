@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import urllib.error
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,9 @@ def load_original_head(pth_path, clip_embed_dim: int) -> "torch.Tensor":
     if not path.is_file():
         raise ConversionError(f"{path}: no such file (expected the authors' .pth head, {expected})")
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings (pickle protocol, ...) are not the user's business
+            warnings.simplefilter("ignore")
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling failure means: not a plain tensor pickle
         if "Unsupported global" in str(error):
             reason = "it pickles Python objects, not only tensors; refused, loading it could run code"
@@ -80,6 +83,8 @@ def load_original_head(pth_path, clip_embed_dim: int) -> "torch.Tensor":
             f"{path}: '{ORIGINAL_HEAD_KEY}' has shape {list(weight.shape)}, but the CLIP's embedding width is "
             f"{clip_embed_dim}; expected [4096, {clip_embed_dim}] (is --clip the backbone this head was trained on?)"
         )
+    if not weight.any():  # every image and prompt would map to zero: uniform scores, a meaningless first label
+        raise ConversionError(f"{path}: '{ORIGINAL_HEAD_KEY}' is all zeros; refused (a broken head)")
     return weight.float()
 
 
@@ -91,6 +96,10 @@ def _write_folder_atomically(output_dir: Path, write, overwrite: bool = False) -
     try:
         write(tmp)
         mark_output(tmp, "convert")
+        umask = os.umask(0)  # mkdtemp's folder is 0700 and some writers' files 0600: give the user's umask, like mkdir
+        os.umask(umask)
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
@@ -111,6 +120,10 @@ def convert_original_head(
                                                     else None], overwrite=overwrite)
     except OutputError as error:
         raise ConversionError(str(error))
+    if not Path(clip_name_or_path).expanduser().exists() and not _looks_like_hub_id(clip_name_or_path):
+        raise ConversionError(f"{clip_name_or_path}: no such folder, and not a Hub id (--clip needs a CLIP model)")
+    if Path(clip_name_or_path).expanduser().is_dir() and not (Path(clip_name_or_path).expanduser() / "config.json").is_file():
+        raise ConversionError(f"{clip_name_or_path}: not a CLIP checkpoint (no config.json); --clip needs a CLIP model")
     import torch  # after the output check: a refusal is instant
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPProcessor
 
@@ -183,6 +196,9 @@ def resolve_model(model: str | None = None) -> str:
     if alias not in DEFAULT_MODELS:
         if not Path(alias).expanduser().exists() and not _looks_like_hub_id(alias):
             raise ModelFetchError(f"{alias}: no such model folder")
+        if Path(alias).expanduser().is_dir() and not (Path(alias).expanduser() / "config.json").is_file():
+            found = "an empty folder" if not any(Path(alias).expanduser().iterdir()) else "no config.json in it"
+            raise ModelFetchError(f"{alias}: not an Exp-CLIP model folder ({found})")
         return str(Path(alias).expanduser()) if Path(alias).expanduser().exists() else alias
     clip_name_or_path, head_file = DEFAULT_MODELS[alias]
     clip_name_or_path = os.environ.get("EXPCLIP_CLIP_MODEL") or clip_name_or_path

@@ -28,7 +28,8 @@ class OutputError(ValueError):
 
 
 def _resolved(path) -> Path:
-    return Path(path).expanduser().resolve()
+    # os.path.realpath, not Path.resolve: a looping symlink among the inputs must not raise (it is skipped later).
+    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -101,9 +102,12 @@ def check_output_file(path, inputs=(), overwrite: bool = False, option: str = "-
     target, name = _resolved(path), f"{option} {path}"
     if target.is_dir():
         raise OutputError(f"{name}: is a folder; give a file name")
+    blocking = next((parent for parent in target.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise OutputError(f"{name}: {blocking} is a file, not a folder; choose another output")
     _check_inputs(target, name, [source for source in inputs or () if not _resolved(source).is_dir()])
-    if any(_resolved(source).is_dir() and _inside(target, _resolved(source)) and target.exists()
-           for source in inputs or ()):
+    if any(_resolved(source).is_dir() and _inside(target, _resolved(source)) for source in inputs or ()):
+        # new or not: the next run over that folder would read it as an input, or stop at it
         raise OutputError(f"{name}: is a file inside an input folder; choose another output")
     if target.exists() and not overwrite:
         raise OutputError(f"{name}: already exists; pass --overwrite to replace it, or choose another file")
@@ -134,43 +138,66 @@ def mark_output(folder, command: str) -> None:
         (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 
+def _holder(lock: Path) -> dict | None:
+    """The {"pid", "command"} of a live process holding `lock`; None when the lock is stale (its process is gone, or
+    the file is unreadable or half-written)."""
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+        pid = int(holder["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return holder if pid != os.getpid() else None
+
+
 @contextmanager
 def output_lock(output: Path | str, command: str):
-    """Hold `<output>.lock` while a run writes `output`: created with O_CREAT|O_EXCL, holding {"pid", "command"}.
-    Another live run's lock raises `OutputError` naming its PID; a dead run's (stale) lock is taken over; the lock is
-    removed on exit."""
-    lock = Path(str(output) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    """Hold `<output>.lock` while a run writes `output`: a second run writing the same output at once is refused with
+    a one-line `OutputError` naming the first one's PID; a lock left by a process that is gone is taken over. The lock
+    file holds {"pid": ..., "command": ...} and is removed on exit."""
+    output = Path(output).expanduser()
+    lock = output.with_name(output.name + ".lock") if output.name else Path(os.path.realpath(output) + ".lock")
+    record = json.dumps({"pid": os.getpid(), "command": command}).encode("utf-8")
+    for attempt in range(3):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text(encoding="utf-8"))
-                pid = int(holder["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pid = None
-            if pid is not None and _alive(pid):
-                raise OutputError(f"{output}: another run (expclip {holder.get('command', command)}, PID {pid}) is "
-                                  f"writing it; wait for it to finish, or choose another output") from None
-            lock.unlink(missing_ok=True)  # stale: its run is gone
+            holder = _holder(lock)
+            if holder is not None:
+                raise OutputError(f"{output} is being written by another `expclip {holder.get('command', command)}` "
+                                  f"run (PID {holder['pid']}); wait for it to finish, or choose another output")
+            lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump({"pid": os.getpid(), "command": command}, file)
+        except FileNotFoundError:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        except OSError as error:
+            raise OutputError(f"{output}: cannot create the lock file {lock} ({error.strerror or error})")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(record)
         break
     else:
-        raise OutputError(f"{output}: cannot take the lock {lock}; another run is starting on it")
+        raise OutputError(f"{output}: cannot take the lock file {lock}; another run keeps taking it")
     try:
         yield lock
     finally:
         lock.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+def check_apart(folder, option: str, others: dict) -> None:
+    """Refuse (one-line `OutputError`) a folder that is, lies inside, or holds one of `others` (option -> path, None
+    skipped): e.g. a feature cache in the image folder or the output folder."""
+    target = _resolved(folder)
+    for other_option, other in others.items():
+        if other is None:
+            continue
+        other_path = _resolved(other)
+        if target == other_path or _inside(target, other_path) or _inside(other_path, target):
+            where = "is" if target == other_path else "is inside" if _inside(target, other_path) else "holds"
+            raise OutputError(f"{option} {folder}: {where} the {other_option} folder {other}; give it a folder of "
+                              "its own")

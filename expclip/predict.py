@@ -5,16 +5,16 @@
 """
 
 import argparse
+import contextlib
 import csv
 import io
-import contextlib
 import json
 import os
 import sys
 import unicodedata
 from pathlib import Path
 
-from .inputs import DTYPES, InputError, one_line, read_prompt_file
+from .inputs import DTYPES, InputError, first_line, long_prompts, one_line, read_prompt_file
 from .labelling import SHARD_SIZE
 from .outputs import OutputError, check_output_file, check_output_folder, mark_output, output_lock
 from .predictor import ExpCLIPPredictor, check_label_set, collect_items, parse_labels, parse_prompts, resolve_device
@@ -23,14 +23,17 @@ from .predictor import ExpCLIPPredictor, check_label_set, collect_items, parse_l
 
 
 def _item_label(record: dict) -> str:
+    # a newline or tab in a file name would break the row: shown escaped, as Python writes it
+    source = record["source"].encode("unicode_escape", "backslashreplace").decode("ascii", "backslashreplace") \
+        if any(char in record["source"] for char in "\n\r\t") else record["source"]
     if record.get("kind") == "face":
         x, y, w, h = record["box"]
-        return f"{record['source']} [face {record['face']} at {x},{y} {w}x{h}]"
+        return f"{source} [face {record['face']} at {x},{y} {w}x{h}]"
     if record.get("kind") == "track":
-        return f"{record['source']} [person {record['track']}, {record['start']:g}-{record['end']:g} s]"
+        return f"{source} [person {record['track']}, {record['start']:g}-{record['end']:g} s]"
     if record.get("kind") == "video" and "frames" in record:
-        return f"{record['source']} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
-    return record["source"]
+        return f"{source} [clip, {len(set(record['frame_indices']))} of {record['frames']} frames]"
+    return source
 
 
 def _display_width(text: str) -> int:
@@ -179,6 +182,15 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _check_prompt_set_name(text: str | None) -> None:
+    """`--prompts type9`: one word without `{}` is a mistyped set name, not a template (ValueError, one line)."""
+    from configuration_expclip import PROMPT_SETS
+
+    if text and text not in PROMPT_SETS and "{}" not in text and "|" not in text and len(text.split()) == 1:
+        raise ValueError(f"unknown prompt set {text!r}; known: {', '.join(PROMPT_SETS)} (or templates with {{}}, "
+                         "|-separated)")
+
+
 def _check_options(args: argparse.Namespace, world_size: int) -> str | None:
     """The options, cheapest first: a bad combination is refused before anything is read or loaded."""
     if args.batch_size < 1:
@@ -238,13 +250,19 @@ def run(args: argparse.Namespace) -> int:
         problem = None
         if state is None or state.is_main_process:
             try:  # where the run writes, before any work: never an input, never a folder holding other files
+                folders = [(option, folder) for option, folder in (("--annotate", args.annotate),
+                                                                   ("--timeline-dir", timeline_dir)) if folder]
                 if args.output:
-                    check_output_file(args.output, inputs_given, args.overwrite)
+                    output = check_output_file(args.output, inputs_given, args.overwrite)
+                    for option, folder in folders:  # the file would land in (or be) a folder this run fills
+                        folder = Path(os.path.realpath(Path(folder).expanduser()))
+                        if output == folder or folder in output.parents:
+                            raise OutputError(f"--output {args.output}: is {'' if output == folder else 'inside '}"
+                                              f"the {option} folder; choose another file")
                 if args.output_dataset:
                     check_output_folder(args.output_dataset, "predict", inputs_given, args.overwrite)
-                for option, folder in (("--annotate", args.annotate), ("--timeline-dir", timeline_dir)):
-                    if folder is not None:
-                        check_output_folder(folder, "predict", inputs_given, reuse=True, option=option)
+                for option, folder in folders:
+                    check_output_folder(folder, "predict", inputs_given, reuse=True, option=option)
                 for target in (args.output, args.output_dataset):  # another run writing it: refused, its PID named
                     if target:
                         stack.enter_context(output_lock(target, "predict"))
@@ -302,6 +320,7 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
         hf_logging.disable_progress_bar()
     labels, prompts = parse_labels(args.labels), parse_prompts(args.prompts)
     try:
+        _check_prompt_set_name(args.prompts)
         check_label_set(labels, prompts)
     except ValueError as error:
         return _fail(str(error), 2)
@@ -325,7 +344,9 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
+        # the model code's refusals (ValueError) are sentences already; anything else shows its type
+        reason = first_line(error) if type(error) is ValueError else one_line(error)
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {reason}", 1)
 
     shards = kept = problem = None
     if sharded and state.is_main_process:
@@ -344,12 +365,17 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
                                                      workers=args.workers, prompt_overrides=prompt_file,
                                                      normalize_on_device=args.normalize_on_device)
         predictor.detector = detector
+        for name, tokens in long_prompts(prompt_file or {}, predictor.processor.tokenizer).items():
+            print(f"expclip predict: warning: --prompt-file class {name!r} has a prompt of {tokens} tokens; CLIP reads "
+                  "only the first 77, the rest is cut off", file=sys.stderr)
     except InputError as error:  # --prompt-file names a class outside the model's label set
         return _fail(str(error), 2)
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {one_line(error)}", 1)
+        # the model code's refusals (ValueError) are sentences already; anything else shows its type
+        reason = first_line(error) if type(error) is ValueError else one_line(error)
+        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {reason}", 1)
     if sharded:
         return _run_sharded(args, state, predictor, inputs, dataset, shards, kept)
     return _run_one_process(args, predictor, inputs, dataset, timeline_dir)

@@ -28,6 +28,7 @@ from .inputs import (
     is_url,
     load_image,
     one_line,
+    path_problem,
     walk_files,
 )
 
@@ -84,11 +85,15 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
         if isinstance(source, np.ndarray):
             items.append(Item(source, f"<array {position}>", "image"))
             continue
+        if not isinstance(source, (str, Path)) and not hasattr(source, "__fspath__"):  # None, a number, bytes, a dict
+            name = f"<{type(source).__name__} {position}>"
+            items.append(Item(source, name, "error", f"{name}: not an image (give a path, a PIL image or an array)"))
+            continue
         path = Path(source)
         if is_url(source):
             items.append(Item(source, str(source), "error", f"{source}: URLs are not read; download the file first"))
-        elif not path.exists():
-            items.append(Item(path, str(path), "error", f"{path}: no such file or directory"))
+        elif path_problem(path):  # missing, a broken or looping link, a FIFO
+            items.append(Item(path, str(path), "error", f"{path}: {path_problem(path)}"))
         elif path.is_dir() and frames:
             items.append(Item(path, str(path), "video"))
         elif path.is_dir():
@@ -106,6 +111,19 @@ def collect_items(sources, frames: bool = False) -> list[Item]:
 # ----- reading: decode, find faces, cut and preprocess, in the input pipeline's worker processes ------------------
 
 STAGES = ("decode", "detection", "preprocess", "model")  # the predictor's timers, in seconds summed over processes
+# An image whose pixel values span at most this many of 255 levels shows nothing (a blank, a lens cap, a test
+# card's flat field): no face to find, no expression to read, and the model's scores for it would be noise.
+BLANK_RANGE = 2
+UNIFORM_SCORES = 1e-6  # every class within this of the others: the model cannot tell them apart (e.g. a zero head)
+
+
+def blank_note(image: Image.Image) -> str | None:
+    """The record's note for a blank image (constant, or almost constant, pixels); None for any other image."""
+    extrema = image.getextrema()  # per band: a solid colour is constant in each band, not across them
+    spread = max(high - low for low, high in ([extrema] if image.mode == "L" else extrema))
+    if spread > BLANK_RANGE:
+        return None
+    return "blank image (constant pixels)" if spread == 0 else "blank image (almost constant pixels)"
 
 
 def _item_name(item: Item) -> str:
@@ -157,6 +175,9 @@ class ItemReader:
             image = load_image(item.source)
         finally:
             self._timed(timings, "decode", start)
+        blank = blank_note(image)
+        if blank:  # nothing to find or classify: a note, no label (and no detector run on it)
+            return {"boxes": [], "blank": blank, "image": image if self.keep_image else None, "timings": timings}
         boxes = self._detect(image, timings) if self.faces else [None]
         read = {"boxes": boxes, "image": image if self.keep_image else None, "timings": timings}
         if boxes:  # a photo without a face is a result, not an error: no pixels, no rows
@@ -339,10 +360,15 @@ class ExpCLIPPredictor:
         if not np.isfinite(probs).all():  # never a confident label (or NaN in JSON) from a broken model
             return {"source": item.name, "kind": "error", "error": f"{item.name}: the model gave NaN scores"}
         scores = {name: float(p) for name, p in zip(self.class_names, probs)}
+        if len(probs) > 1 and float(probs.max() - probs.min()) <= UNIFORM_SCORES:  # argmax would pick the first class
+            return {"source": item.name, "kind": kind, "label": None, "scores": scores,
+                    "note": "uniform scores (the model cannot tell the classes apart)", **extra}
         return {"source": item.name, "kind": kind, "label": self.class_names[int(np.argmax(probs))],
                 "scores": scores, **extra}
 
     def _image_records(self, item: Item, read: dict, probs: np.ndarray) -> list[dict]:
+        if read.get("blank"):
+            return [{"source": item.name, "kind": "image", "label": None, "scores": {}, "note": read["blank"]}]
         if not read["boxes"]:  # a result, not an error: the photo was read, it just shows no face
             return [{"source": item.name, "kind": "image", "label": None, "scores": {}, "faces": 0,
                      "note": "no face found"}]

@@ -325,7 +325,9 @@ def test_refuses_an_existing_non_empty_output_without_overwrite(tmp_path, conver
     (output / "mine.txt").write_text("keep me")
     result = run_command(EXPCLIP, "export", converted_dir, "--output", output, cwd=tmp_path)
     line = one_line_error(result)
-    assert line == f"expclip export: {output}: already exists and is not empty; choose another --output or pass --overwrite"
+    # the rule of every command: a folder export did not write is never offered to --overwrite
+    assert line == (f"expclip export: --output {output}: is not empty and is not an earlier output of expclip export; "
+                    "choose a new or empty folder")
     assert [path.name for path in tmp_path.iterdir()] == ["out"]  # no temporary folder left beside it
     assert [path.name for path in output.iterdir()] == ["mine.txt"] and (output / "mine.txt").read_text() == "keep me"
 
@@ -338,7 +340,8 @@ def test_overwrite_never_replaces_a_folder_export_did_not_write(tmp_path, conver
     (output / "mine.txt").write_text("keep me")
     assert main(["export", str(converted_dir), "--output", str(output), "--overwrite"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error == f"expclip export: {output}: not a folder written by expclip export; refusing to replace it"
+    assert error == (f"expclip export: --output {output}: is not empty and is not an earlier output of expclip export; "
+                     "choose a new or empty folder")
     assert [path.name for path in output.iterdir()] == ["mine.txt"]
 
 

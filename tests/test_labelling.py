@@ -178,6 +178,6 @@ def test_an_output_another_run_is_writing_is_refused_with_its_pid(photos, tiny_e
         other.wait()
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"expclip predict: error: {tmp_path / 'out.jsonl'}: another run (expclip predict, PID {other.pid}) is "
-        "writing it; wait for it to finish, or choose another output"]
+        f"expclip predict: error: {tmp_path / 'out.jsonl'} is being written by another `expclip predict` run "
+        f"(PID {other.pid}); wait for it to finish, or choose another output"]
     assert not (tmp_path / "out.jsonl").exists()

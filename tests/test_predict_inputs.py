@@ -29,7 +29,7 @@ BAD = {
     "notes.txt": "not an image PIL can read",
 }
 UNUSUAL = ["cmyk.jpg", "sixteen bit.png", "rgba.png", "la.png", "palette.png", "animated.gif", "exif rotated.jpg",
-           "one pixel.png", "visage souriant é.png", "笑顔.jpg"]
+           "visage souriant é.png", "笑顔.jpg"]
 
 
 def png_claiming_size(width: int, height: int) -> bytes:
@@ -150,6 +150,12 @@ def test_unusual_but_valid_input_is_predicted(inputs_run, name):
     assert "error" not in record
     assert record["label"] in record["scores"]
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_pixel_image_is_a_blank_image_note_not_an_error(inputs_run):
+    _, records, _ = inputs_run
+    record = records["one pixel.png"]  # one pixel is constant: no face, no expression (issue 17)
+    assert "error" not in record and record["label"] is None and record["note"] == "blank image (constant pixels)"
 
 
 def test_exif_rotated_photo_is_predicted_upright(inputs_run):
