@@ -293,13 +293,9 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
         if not args.debug:
             disable_progress_bar()
         try:
-            if state is None:
+            with contextlib.nullcontext() if state is None else state.main_process_first():
                 dataset = load_image_dataset(args.dataset, args.dataset_config, args.split, args.image_column,
                                              args.output_dataset or args.push_to_hub)
-            else:
-                with state.main_process_first():
-                    dataset = load_image_dataset(args.dataset, args.dataset_config, args.split, args.image_column,
-                                                 args.output_dataset or args.push_to_hub)
         except DatasetError as error:
             return _fail(str(error), 2)
         inputs = DatasetInputs(dataset, args.image_column, args.split)
@@ -344,9 +340,7 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        # the model code's refusals (ValueError) are sentences already; anything else shows its type
-        reason = first_line(error) if type(error) is ValueError else one_line(error)
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {reason}", 1)
+        return _fail(_load_failure(args.model, error), 1)
 
     shards = kept = problem = None
     if sharded and state.is_main_process:
@@ -373,12 +367,16 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
     except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
         if args.debug:
             raise
-        # the model code's refusals (ValueError) are sentences already; anything else shows its type
-        reason = first_line(error) if type(error) is ValueError else one_line(error)
-        return _fail(f"cannot load the model {args.model or 'expclip-l14'!r}: {reason}", 1)
+        return _fail(_load_failure(args.model, error), 1)
     if sharded:
         return _run_sharded(args, state, predictor, inputs, dataset, shards, kept)
     return _run_one_process(args, predictor, inputs, dataset, timeline_dir)
+
+
+def _load_failure(model: str | None, error: Exception) -> str:
+    # the model code's refusals (ValueError) are sentences already; anything else shows its type
+    reason = first_line(error) if type(error) is ValueError else one_line(error)
+    return f"cannot load the model {model or 'expclip-l14'!r}: {reason}"
 
 
 def _broadcast(*values):
