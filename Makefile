@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 MODEL ?=
 EXAMPLES ?= docs/examples
 DEMO_OUTPUT ?= outputs/demo
-PYTEST_ARGS ?= tests -q
+PYTEST_ARGS ?= tests -q -n auto --dist loadscope
 # Commands the tests need from the system, as command:Debian-package (the app's browser tests drive Chromium).
 SYSTEM_TOOLS ?= chromium:chromium chromedriver:chromium-driver
 

@@ -308,7 +308,7 @@ def test_refuses_a_folder_without_a_model_or_a_missing_one(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "face.jpg").write_bytes(b"not a model")
     refusals = {
-        tmp_path / "photos": "not an Exp-CLIP model (no config.json in this folder)",
+        tmp_path / "photos": "not an Exp-CLIP model folder (no config.json in it)",
         tmp_path / "photos" / "face.jpg": "a file, not an Exp-CLIP model folder",
         tmp_path / "missing": "no such model folder",
     }

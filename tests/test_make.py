@@ -68,7 +68,7 @@ def test_first_make_test_creates_the_venv_and_installs_torch_before_the_package(
     venv = index_of(lines, r"-m venv .*/venv$")
     torch = index_of(lines, r"/venv/bin/python -m pip install torch==\S+$")
     package = index_of(lines, r'/venv/bin/python -m pip install -e "\.\[test,app,onnx\]"$')
-    pytest_line = index_of(lines, r"/venv/bin/python -m pytest tests -q$")
+    pytest_line = index_of(lines, r"/venv/bin/python -m pytest tests -q -n auto --dist loadscope$")
     assert venv < torch < package < pytest_line
 
 
@@ -87,7 +87,7 @@ def test_a_second_run_installs_nothing(installed_venv):
     for target in ("test", "demo"):
         lines = dry_run(target, f"VENV={installed_venv}")
         assert not [line for line in lines if "pip install" in line or "-m venv" in line], lines
-    index_of(dry_run("test", f"VENV={installed_venv}"), r"/bin/python -m pytest tests -q$")
+    index_of(dry_run("test", f"VENV={installed_venv}"), r"/bin/python -m pytest tests -q -n auto --dist loadscope$")
 
 
 def test_a_new_torch_line_installs_again(installed_venv):

@@ -267,7 +267,8 @@ def test_unloadable_model_is_one_line_and_exit_1(tmp_path, photo_dir):
     result = predict(photo_dir, "--model", tmp_path / "not-a-model")
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith(f"expclip predict: error: cannot load the model '{tmp_path / 'not-a-model'}'")
+    # an empty folder is named for what it is (issue 17), not a loader's "Unrecognized processing class"
+    assert result.stderr == f"expclip predict: error: {tmp_path / 'not-a-model'}: not an Exp-CLIP model folder (an empty folder)\n"
 
 
 def test_dtype_option_runs_in_bfloat16_and_refuses_an_unknown_precision(tmp_path, photo_dir, tiny_expclip_dir):
