@@ -53,6 +53,7 @@ class ExpCLIPApp:
         self.smooth, self.track_memory = smooth, track_memory  # the Live tab's label smoothing and track memory, s
         self.base = ExpCLIPPredictor.from_pretrained(model, device=device, detector=detector,
                                                      detector_model=detector_model, workers=1)
+        self.base.detector  # the page looks for faces: resolve and load the detector before serving anyone
         config = self.base.model.config
         self.default_labels = ", ".join(self.base.class_names)
         templates = config.prompt_templates

@@ -197,6 +197,8 @@ class ItemReader:
         self._timed(timings, "decode", start)
         read = {"frames": clip.num_frames, "fps": clip.fps, "frame_indices": indices,
                 "timeline_indices": timeline_indices, "times": times, "timings": timings}
+        if clip.skipped:  # a folder's 0-byte frames
+            read["skipped_frames"] = clip.skipped
         if self.faces:  # the largest face of each frame; the whole frame where none is found
             found = {}
             for index, frame in frames.items():
@@ -245,7 +247,7 @@ class ItemReader:
         read = {"frames": clip.num_frames, "fps": clip.fps, "frame_indices": indices,
                 "timeline_indices": timeline_indices, "times": times, "timings": timings, "track_faces": faces,
                 "track_times": dict(zip(track_indices, track_times)), "track_frames": len(track_indices),
-                "skipped_frames": len(skipped)}
+                "skipped_frames": len(skipped) + clip.skipped}
         found = {}
         for index in set(indices + timeline_indices):  # as read_video: the largest face, else the whole frame
             boxes = detected[index] if index in detected else self._detect(frames[index], timings)
@@ -289,7 +291,8 @@ class ExpCLIPPredictor:
     read (decoded, faces found and cut, preprocessed by the folder's own image processor) by `workers` processes
     of the input pipeline (`expclip.inputs.InputPipeline`), batches ahead of the model; `workers=0` reads in this
     process, with identical records. `normalize_on_device` sends uint8 pixels and rescales/normalises them on the
-    model's device (equal to the processor's within float rounding).
+    model's device (equal to the processor's within float rounding). `detector`: a face detector, or a
+    `(name, model file)` pair (`from_pretrained`'s) that is resolved and loaded the first time faces are asked for.
     """
 
     def __init__(self, model, processor, labels=None, prompts=None, detector=None, batch_size: int = 32,
@@ -308,7 +311,10 @@ class ExpCLIPPredictor:
         self.classifier = model.text_classifier(processor.tokenizer, labels, prompts, overrides,
                                                 use_projection=use_projection)
         self.class_names = list(self.classifier.class_names)
-        self.detector, self.batch_size, self.use_projection = detector, batch_size, use_projection
+        self.batch_size, self.use_projection = batch_size, use_projection
+        # a FaceDetector, or (name, model file) loaded on first use: a predictor that never looks for faces never
+        # downloads YuNet nor prints its fallback notice
+        self._detector, self._detector_choice = (None, detector) if isinstance(detector, tuple) else (detector, None)
         self.short_clip, self.face_margin = short_clip, face_margin
         self.num_segments = int(getattr(model.config, "num_segments", 16))
         self.workers = workers
@@ -329,18 +335,34 @@ class ExpCLIPPredictor:
         from transformers import AutoProcessor
 
         from .models import resolve_model
-        from .faces import load_detector, resolve_detector
+        from .faces import DETECTORS, DetectorError
         from modeling_expclip import ExpCLIPModel
 
         check_label_set(labels, prompts)
         device = resolve_device(device)
-        face_detector = load_detector(*resolve_detector(detector, detector_model)) if detector else None
+        if detector and detector not in DETECTORS:  # a wrong name fails now; the detector itself loads on first use
+            raise DetectorError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
         folder = resolve_model(model)
         processor = AutoProcessor.from_pretrained(folder)
         mixed = dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
         network = ExpCLIPModel.from_pretrained(folder, dtype=torch.float32 if mixed else getattr(torch, dtype))
         network = (network.to_original_precision() if mixed else network).to(torch.device(device))
-        return cls(network, processor, labels, prompts, detector=face_detector, **kwargs)
+        return cls(network, processor, labels, prompts, detector=(detector, detector_model) if detector else None,
+                   **kwargs)
+
+    @property
+    def detector(self):
+        """The face detector (None without one), resolved and loaded the first time it is asked for."""
+        if self._detector is None and self._detector_choice is not None:
+            from .faces import load_detector, resolve_detector
+
+            self._detector = load_detector(*resolve_detector(*self._detector_choice))
+            self._detector_choice = None
+        return self._detector
+
+    @detector.setter
+    def detector(self, detector) -> None:
+        self._detector, self._detector_choice = detector, None
 
     # ----- model calls ----------------------------------------------------------------------------------------------
 
@@ -383,8 +405,9 @@ class ExpCLIPPredictor:
 
         record = self._record(item, "video", self._probabilities(pixel_values.unsqueeze(0))[0],
                               frames=read["frames"], fps=read["fps"], frame_indices=read["frame_indices"])
-        if "frames_with_face" in read:
-            record["frames_with_face"] = read["frames_with_face"]
+        for key in ("frames_with_face", "skipped_frames"):
+            if key in read:
+                record[key] = read[key]
         if timeline_dir is not None:
             probs = self._probabilities(timeline_pixel_values)
             name = Path(item.name).stem if Path(item.name).suffix else Path(item.name).name

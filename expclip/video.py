@@ -27,19 +27,24 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 class Clip:
-    """A video file or a folder of frames: its frame count, its frame rate when known, and random frame access."""
+    """A video file or a folder of frames: its frame count, its frame rate when known, and random frame access.
+    `skipped`: the folder's 0-byte frame files, left out of `files` and `num_frames`."""
 
     def __init__(self, source):
         self.path = Path(source)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file or directory")
         if self.path.is_dir():
-            self.files = frame_files(self.path)
+            files = frame_files(self.path)
+            # a 0-byte frame (an interrupted copy or extraction) is skipped and counted, not the whole clip lost
+            self.files = [f for f in files if f.stat().st_size > 0]
+            self.skipped = len(files) - len(self.files)
             self.num_frames, self.fps = len(self.files), None
             if not self.files:
-                raise InputError(f"{self.path}: folder of frames holds no images")
+                raise InputError(f"{self.path}: folder of frames holds no images"
+                                 + (f" ({self.skipped} empty files)" if self.skipped else ""))
             return
-        self.files = None
+        self.files, self.skipped = None, 0
         if self.path.stat().st_size == 0:
             raise InputError(f"{self.path}: empty file (0 bytes)")
         capture = cv2.VideoCapture(str(self.path))

@@ -93,6 +93,34 @@ def test_a_looping_symlink_and_a_fifo_are_named_for_what_they_are(tmp_path):
         assert str(error.value).startswith(f"{tmp_path / name}: {reason}")
 
 
+def test_a_0_byte_frame_in_a_folder_of_frames_is_skipped_and_counted_not_the_clip(tmp_path, tiny_expclip_dir):
+    import hashlib
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(6):
+        Image.new("RGB", (40, 30), (40 * index,) * 3).save(frames / f"frame_{index:03d}.png")
+    (frames / "frame_003.png").write_bytes(b"")  # an interrupted extraction
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in frames.iterdir()}
+    result = run_command(*EXPCLIP, "predict", frames, "--frames", "--model", tiny_expclip_dir, "--format", "json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["kind"] == "video" and record["label"] and "error" not in record
+    assert (record["frames"], record["skipped_frames"]) == (5, 1)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in frames.iterdir()} == before
+
+
+def test_a_folder_of_frames_that_are_all_0_bytes_is_one_line_naming_it(tmp_path, tiny_expclip_dir):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        (frames / f"frame_{index}.jpg").write_bytes(b"")
+    result = run_command(*EXPCLIP, "predict", frames, "--frames", "--model", tiny_expclip_dir, "--format", "json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # 1: an input failed
+    [line] = [line for line in result.stderr.splitlines() if str(frames) in line]
+    assert line.endswith("folder of frames holds no images (3 empty files)")
+
+
 def test_a_newline_in_a_file_name_stays_on_its_table_row():
     from expclip.predict import format_table
 

@@ -138,6 +138,26 @@ def test_offline_without_a_cached_file_falls_back_to_haar_with_one_notice(tiny_e
     assert face["box"][2] == face["box"][3]  # Haar's square box
 
 
+def test_predictor_resolves_the_detector_only_when_faces_are_first_asked_for(tiny_expclip_dir, photo_dir, tmp_path):
+    photo = photo_dir / "astronaut.jpg"
+    script = f"""if True:
+        import sys
+        from expclip import ExpCLIPPredictor
+        predictor = ExpCLIPPredictor.from_pretrained({str(tiny_expclip_dir)!r})
+        print("loaded", file=sys.stderr, flush=True)
+        predictor([{str(photo)!r}])
+        print("whole photo", file=sys.stderr, flush=True)
+        faces = predictor([{str(photo)!r}, {str(photo)!r}], faces=True)
+        print("faces", len(faces), file=sys.stderr, flush=True)
+    """
+    result = run_command(sys.executable, "-c", script,
+                         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home"), "EXPCLIP_YUNET_MODEL": ""})
+    assert result.returncode == 0, result.stderr
+    notice = "expclip: YuNet face detector unavailable ("  # once, when faces are first asked for
+    err = result.stderr
+    assert err.count(notice) == 1 and err.index("whole photo") < err.index(notice) < err.index("faces 2"), err
+
+
 def test_unreachable_opencv_zoo_falls_back_to_haar_with_one_notice(online, monkeypatch, capsys):
     monkeypatch.setattr(faces_module, "YUNET_URL", f"http://127.0.0.1:{closed_port()}{ZOO_PATH}")
     assert resolve_detector() == ("haar", None)
