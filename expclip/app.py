@@ -49,8 +49,9 @@ class ExpCLIPApp:
 
     def __init__(self, model: str | None = None, device: str = "auto", detector: str | None = "yunet",
                  detector_model: str | None = None, outputs: Path | None = None, smooth: float = 1.0,
-                 track_memory: float = 5.0):
-        self.smooth, self.track_memory = smooth, track_memory  # the Live tab's label smoothing and track memory, s
+                 track_memory: float = 5.0, refresh: float = 0.2):
+        # the Live tab's label smoothing, track memory and time between two scorings of the faces, in seconds
+        self.smooth, self.track_memory, self.refresh = smooth, track_memory, refresh
         self.base = ExpCLIPPredictor.from_pretrained(model, device=device, detector=detector,
                                                      detector_model=detector_model, workers=1)
         self.base.detector  # the page looks for faces: resolve and load the detector before serving anyone
@@ -125,7 +126,8 @@ class ExpCLIPApp:
     def live_frame(self, frame, state: dict | None, labels: str | None = None, prompts: str | None = None):
         """One webcam frame (H, W, 3 RGB) -> (the frame with every face boxed, numbered and labelled, the new state,
         one line of text). `state` (per visitor, `gr.State`) keeps the tracker and each track's smoothed
-        probabilities: an exponential average over `smooth` seconds, so labels do not flicker."""
+        probabilities: an exponential average over `smooth` seconds, so labels do not flicker. The model scores the
+        faces `refresh` seconds after it last did (0: every frame) and when the number of faces changes."""
         import time
 
         import numpy as np
@@ -139,26 +141,50 @@ class ExpCLIPApp:
         if not state or state.get("labels") != key:  # a new visitor, or a new label set: start afresh
             state = {"labels": key, "tracker": FaceTracker(memory=self.track_memory), "smoothed": {}}
         boxes = self.base.detector.detect(rgb) if self.base.detector is not None else []
-        numbers, shown = [], []
+        # The model scores the faces once `refresh` seconds have passed since it last did, and whenever the number of
+        # faces changes (someone came or went: the tracker then has their appearance); in between, faces are tracked
+        # on their boxes and keep their smoothed labels, so boxes follow every frame at the detector's speed.
+        score_all = (now - state.get("scored", -np.inf) >= self.refresh or len(boxes) != state.get("faces"))
+        state["faces"] = len(boxes)
+        numbers, shown, rows = [], [], {}
         if boxes:
-            from .faces import crop_face
-            from PIL import Image
-
-            image = Image.fromarray(rgb)
-            pixel_values = predictor.pixel_values([crop_face(image, box, predictor.face_margin) for box in boxes])
-            appearance, _, probs = predictor._face_features(pixel_values)  # every face of the frame in one batch
-            numbers = state["tracker"].update(now, boxes, appearance)
-            for number, box, row in zip(numbers, boxes, probs):
-                last = state["smoothed"].get(number)
-                if last is not None and self.smooth > 0:
-                    weight = 1.0 - np.exp(-(now - last[0]) / self.smooth)
-                    row = (1 - weight) * last[1] + weight * row
-                state["smoothed"][number] = (now, row)
+            if score_all:
+                appearance, probs = self._score_faces(predictor, rgb, boxes)
+                numbers = state["tracker"].update(now, boxes, appearance)
+                # counted from when scoring ended: a slow model still leaves `refresh` seconds of tracked frames
+                rows, state["scored"] = dict(enumerate(probs)), time.monotonic()
+            else:
+                numbers = state["tracker"].update(now, boxes)
+                unseen = [i for i, number in enumerate(numbers) if number not in state["smoothed"]]
+                if unseen:  # a new person between two scored frames: scored now
+                    rows = dict(zip(unseen, self._score_faces(predictor, rgb, [boxes[i] for i in unseen])[1]))
+            for index, (number, box) in enumerate(zip(numbers, boxes)):
+                last, row = state["smoothed"].get(number), rows.get(index)
+                if row is None:  # not scored this frame: its smoothed probabilities stand
+                    row = last[1]
+                else:
+                    if last is not None and self.smooth > 0:
+                        weight = 1.0 - np.exp(-(now - last[0]) / self.smooth)
+                        row = (1 - weight) * last[1] + weight * row
+                    state["smoothed"][number] = (now, row)
                 label = predictor.class_names[int(np.argmax(row))]
                 shown.append((number, box.as_list(), label))
         faces = ", ".join(f"person {n}: **{label}**" for n, _, label in sorted(shown))
         line = f"{len(shown)} face{'s' * (len(shown) != 1)}" + (f" — {faces}" if faces else "")
         return draw_tracks(rgb, shown), state, line
+
+    @staticmethod
+    def _score_faces(predictor: ExpCLIPPredictor, rgb, boxes):
+        """The faces at `boxes` in one batch -> (their CLIP image embeddings: the tracker's appearance, their
+        probabilities)."""
+        from PIL import Image
+
+        from .faces import crop_face
+
+        image = Image.fromarray(rgb)
+        pixel_values = predictor.pixel_values([crop_face(image, box, predictor.face_margin) for box in boxes])
+        appearance, _, probs = predictor._face_features(pixel_values)
+        return appearance, probs
 
     def show_image(self, image: str | None, records: list[dict] | None):
         """(annotated image path, the largest face's probabilities, one line of text) for the page."""
@@ -365,6 +391,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "labels do not flicker (default 1; 0: none)")
     parser.add_argument("--track-memory", type=seconds, default=5.0, metavar="SECONDS",
                         help="how long a person may leave the picture and keep their number (default 5)")
+    parser.add_argument("--refresh", type=seconds, default=0.2, metavar="SECONDS",
+                        help="Live tab: the model scores the faces again once this many seconds have passed since "
+                             "it last did, and when someone comes or goes; in between, boxes follow every frame and "
+                             "keep their labels (default 0.2; 0: every frame)")
 
 
 def _stop_on_sigterm(signum, frame):  # a stopped Space or `kill`: the same clean exit as Ctrl-C
@@ -411,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()
         try:
             app = ExpCLIPApp(args.model, args.device, args.detector, args.detector_model, outputs=outputs,
-                             smooth=args.smooth, track_memory=args.track_memory)
+                             smooth=args.smooth, track_memory=args.track_memory, refresh=args.refresh)
         except (ModelFetchError, DetectorError, ValueError, OSError) as error:  # their messages are one line
             print(f"expclip app: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
             return 1

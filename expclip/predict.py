@@ -65,13 +65,16 @@ def format_table(records: list[dict], class_names: list[str]) -> str:
 def format_csv(records: list[dict], class_names: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["source", "kind", "face", "x", "y", "w", "h", "label", *class_names, "note", "error"])
+    # `track`, `start`, `end` (seconds): a person's record with --track; last, so the columns before keep their place
+    writer.writerow(["source", "kind", "face", "x", "y", "w", "h", "label", *class_names, "note", "error",
+                     "track", "start", "end"])
     for record in records:
         box = record.get("box") or ["", "", "", ""]
         scores = record.get("scores") or {}
         writer.writerow([record["source"], record.get("kind", ""), record.get("face", ""), *box,
                          record.get("label") or "", *(f"{scores[n]:.6f}" if n in scores else "" for n in class_names),
-                         record.get("note", ""), record.get("error", "")])
+                         record.get("note", ""), record.get("error", ""),
+                         *(record.get(key, "") for key in ("track", "start", "end"))])
     return buffer.getvalue()
 
 

@@ -167,3 +167,42 @@ def test_live_frame_that_fails_is_a_one_line_user_error(live):
     with pytest.raises(UserError) as error:
         live.live_frame(None, None)
     assert "\n" not in str(error.value) and "webcam" in str(error.value)
+
+
+def scored_frames(live, pictures, refresh: float) -> tuple[list[bool], dict, list[str]]:
+    """Run `pictures` through the Live tab's function with `refresh`: on which frames the model ran (its time in the
+    predictor's timings grew), the last state, and each frame's line."""
+    predictor, previous = live.predictor(None, None), live.refresh
+    live.refresh, state, ran, lines = refresh, None, [], []
+    try:
+        for picture in pictures:
+            before = predictor.timings["model"]
+            _, state, line = live.live_frame(picture, state)
+            ran.append(predictor.timings["model"] > before)
+            lines.append(line)
+    finally:
+        live.refresh = previous
+    return ran, state, lines
+
+
+def test_live_faces_are_scored_once_per_refresh_and_tracked_on_every_frame_between(live):
+    patches = moving_faces.face_patches()
+    ran, state, lines = scored_frames(live, [moving_faces.render_frame(f, patches) for f in range(0, 12, 2)], 60.0)
+    assert ran == [True] + [False] * 5  # the same three faces throughout: scored on the first frame only
+    assert all(len(track.boxes) == 6 for track in state["tracker"].tracks)  # yet every frame moved their boxes
+    assert all(line.startswith("3 faces — person 1: **") for line in lines)
+
+
+def test_live_faces_are_scored_again_as_soon_as_someone_comes_in(live):
+    patches = moving_faces.face_patches()
+    pictures = [moving_faces.render_frame(f, patches[:2]) for f in (0, 2)]
+    pictures += [moving_faces.render_frame(f, patches) for f in (4, 6)]
+    ran, state, lines = scored_frames(live, pictures, 60.0)
+    assert ran == [True, False, True, False]
+    assert lines[2].startswith("3 faces") and len(state["tracker"].tracks) == 3
+
+
+def test_live_refresh_0_scores_every_frame(live):
+    patches = moving_faces.face_patches()
+    ran, _, _ = scored_frames(live, [moving_faces.render_frame(f, patches) for f in range(0, 8, 2)], 0.0)
+    assert ran == [True] * 4

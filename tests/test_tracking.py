@@ -6,6 +6,7 @@ YuNet comes from `../shared/models/` beside the project, as in the app tests.
 """
 
 import csv
+import io
 import json
 import sys
 
@@ -166,6 +167,16 @@ def test_track_timeline_csv_has_a_track_column_and_a_row_per_tracked_face(tracke
     with Image.open(clip["track_timeline"]["png"]) as plot:
         plot.load()
         assert plot.format == "PNG" and plot.size[1] > 3 * 200  # a panel per person
+
+
+def test_csv_output_gives_each_persons_row_its_track_number_start_and_end(tracked):
+    from expclip.predict import format_csv
+
+    clip, tracks, _ = tracked
+    rows = list(csv.DictReader(io.StringIO(format_csv([clip, *tracks.values()], list(clip["scores"])))))
+    assert [(row["kind"], row["track"]) for row in rows] == [("video", "")] + [("track", str(n)) for n in tracks]
+    for row, track in zip(rows[1:], tracks.values()):
+        assert (float(row["start"]), float(row["end"]), row["label"]) == (track["start"], track["end"], track["label"])
 
 
 # ----- the annotated video --------------------------------------------------------------------------------------------
