@@ -257,8 +257,11 @@ class ItemReader:
         read["pixel_values"] = self._pixel_values([frames[i] for i in indices], timings)
         if timeline_indices:
             read["timeline_pixel_values"] = self._pixel_values([frames[i] for i in timeline_indices], timings)
-        if crops:
-            read["track_pixel_values"] = self._pixel_values(crops, timings)
+        if crops:  # uint8 (a quarter of float32's memory: a long clip holds many faces), normalised per batch
+            start = time.perf_counter()
+            read["track_pixel_values"] = ImagePreprocessing(
+                self.preprocess.image_processor, self.preprocess.settings, normalize_on_device=True)(crops)
+            self._timed(timings, "preprocess", start)
         return read
 
 
