@@ -328,6 +328,36 @@ def build_demo(app: ExpCLIPApp):
     return demo
 
 
+# The Live tab, when the browser gives no camera (permission denied, none connected): Gradio's webcam stays on "Click
+# to Access Webcam" and the app never hears of it, so the page says why in one line under the stream.
+CAMERA_ERROR_SCRIPT = """<script>
+(() => {
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) return;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    try {
+      return await getUserMedia(constraints);
+    } catch (error) {
+      const message = document.querySelector("#live-message");
+      if (message) {
+        let line = document.querySelector("#camera-error");
+        if (!line) {
+          line = document.createElement("p");
+          line.id = "camera-error";
+          message.before(line);
+        }
+        line.textContent = error.name === "NotAllowedError"
+          ? "Camera: permission denied. Allow the camera for this page, then click the webcam again."
+          : `Camera: ${error.name === "NotFoundError" ? "none found" : error.message}.`;
+      }
+      throw error;
+    }
+  };
+})();
+</script>"""
+
+
 def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False):
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM (SystemExit), then stop the server; the caller removes the
     app's files."""
@@ -336,7 +366,8 @@ def launch(app: ExpCLIPApp, host: str = "127.0.0.1", port: int = 7860, quiet: bo
     demo = build_demo(app)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
     demo.queue().launch(server_name=host, server_port=port, share=False, quiet=quiet, theme=theme,
-                        allowed_paths=[str(app.outputs)], footer_links=["api"], prevent_thread_lock=True)
+                        allowed_paths=[str(app.outputs)], footer_links=["api"], prevent_thread_lock=True,
+                        head=CAMERA_ERROR_SCRIPT)
     try:  # Gradio's own blocking loop swallows Ctrl-C and returns: the command would exit 0, not 130
         while True:
             time.sleep(0.5)

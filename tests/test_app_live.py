@@ -32,9 +32,9 @@ def live_app(tiny_expclip_dir, tmp_path_factory):
     stop_app(process)
 
 
-@pytest.fixture(scope="module")
-def webcam_browser(tmp_path_factory):
-    """Headless Chromium whose webcam plays the moving faces; skipped (saying why) only when Chromium cannot start."""
+def chromium(tmp_path_factory, flags: list[str]):
+    """Headless Chromium with `flags` on a fresh profile, quit and removed afterwards; skipped (saying why) only
+    when Chromium cannot start."""
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
@@ -45,12 +45,10 @@ def webcam_browser(tmp_path_factory):
         reason = f"Chromium cannot start: {', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
         print(reason)
         pytest.skip(reason)
-    y4m = moving_faces.write_y4m(tmp_path_factory.mktemp("webcam") / "people.y4m", frames=40)
     profile = tempfile.mkdtemp(prefix="expclip-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS + FAKE_WEBCAM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}",
-                                                      f"--user-data-dir={profile}"]:
+    for flag in CHROMIUM_FLAGS + flags + [f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     try:
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -62,6 +60,19 @@ def webcam_browser(tmp_path_factory):
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def webcam_browser(tmp_path_factory):
+    """Chromium whose webcam plays the moving faces, the permission prompt answered yes."""
+    y4m = moving_faces.write_y4m(tmp_path_factory.mktemp("webcam") / "people.y4m", frames=40)
+    yield from chromium(tmp_path_factory, FAKE_WEBCAM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+
+
+@pytest.fixture
+def camera_denied_browser(tmp_path_factory):
+    """Chromium with a camera whose permission prompt is answered no."""
+    yield from chromium(tmp_path_factory, ["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
 
 
 def live_picture(browser, previous: str | None = None) -> tuple[str, np.ndarray]:
@@ -122,6 +133,26 @@ def test_live_tab_shows_the_fake_webcams_faces_boxed_and_labelled_and_updating(
     assert first.shape == (moving_faces.HEIGHT, moving_faces.WIDTH, 3)
     assert len(track_colours(later)) >= 2, track_colours(later)
     assert np.abs(later.astype(int) - first.astype(int)).mean() > 0.5  # the faces moved: the picture changed
+
+
+def test_live_tab_says_in_one_line_when_the_camera_is_refused_and_the_app_keeps_serving(
+        live_app, camera_denied_browser):
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = camera_denied_browser
+    browser.get(live_app)
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
+    [tab] = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Live"]
+    tab.click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(
+        By.XPATH, "//*[@id='webcam']//button[contains(., 'Click to Access Webcam')]"))[0].click()
+    line = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "camera-error"))[0].text
+    assert line == "Camera: permission denied. Allow the camera for this page, then click the webcam again."
+    with urllib.request.urlopen(live_app, timeout=30) as page:  # the app goes on serving
+        assert page.status == 200
 
 
 def test_predict_video_with_track_returns_the_clip_and_one_track_record_per_person(live_app, tmp_path):
