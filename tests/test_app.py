@@ -90,9 +90,9 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium through chromedriver; skipped (saying why) only when Chromium cannot start at all."""
+def chromium(flags: list[str] = ()):
+    """Headless Chromium with `flags` on a fresh profile, quit and removed afterwards; skipped (saying why) only
+    when Chromium cannot start."""
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
@@ -106,7 +106,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="expclip-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
+    for flag in CHROMIUM_FLAGS + list(flags) + [f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     try:
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -118,6 +118,12 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through chromedriver."""
+    yield from chromium()
 
 
 # ----- starting it ---------------------------------------------------------------------------------------------------

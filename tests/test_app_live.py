@@ -5,15 +5,13 @@ The app serves a tiny Exp-CLIP model on 127.0.0.1, as in tests/test_app.py (whos
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_app import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, YUNET_FILE, start_app, stop_app
+from test_app import YUNET_FILE, chromium, start_app, stop_app
 
 import moving_faces
 from expclip.video import TRACK_COLOURS
@@ -32,47 +30,17 @@ def live_app(tiny_expclip_dir, tmp_path_factory):
     stop_app(process)
 
 
-def chromium(tmp_path_factory, flags: list[str]):
-    """Headless Chromium with `flags` on a fresh profile, quit and removed afterwards; skipped (saying why) only
-    when Chromium cannot start."""
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
-    if missing:
-        reason = f"Chromium cannot start: {', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
-        print(reason)
-        pytest.skip(reason)
-    profile = tempfile.mkdtemp(prefix="expclip-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS + flags + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    except WebDriverException as error:
-        reason = f"Chromium cannot start: {str(error.msg or error).strip().splitlines()[0]}"
-        print(reason)
-        shutil.rmtree(profile, ignore_errors=True)
-        pytest.skip(reason)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def webcam_browser(tmp_path_factory):
     """Chromium whose webcam plays the moving faces, the permission prompt answered yes."""
     y4m = moving_faces.write_y4m(tmp_path_factory.mktemp("webcam") / "people.y4m", frames=40)
-    yield from chromium(tmp_path_factory, FAKE_WEBCAM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+    yield from chromium(FAKE_WEBCAM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
 
 
 @pytest.fixture
-def camera_denied_browser(tmp_path_factory):
+def camera_denied_browser():
     """Chromium with a camera whose permission prompt is answered no."""
-    yield from chromium(tmp_path_factory, ["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
+    yield from chromium(["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
 
 
 def live_picture(browser, previous: str | None = None) -> tuple[str, np.ndarray]:
