@@ -328,22 +328,19 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
     except InputError as error:
         return _fail(str(error), 2)
 
-    from .models import ModelFetchError, resolve_model
+    from .models import resolve_model
 
-    try:
+    def resolve():
         folder = resolve_model(args.model)
         if prompt_file and labels is None:  # the model's own label set: read from its config, before loading it
             from configuration_expclip import ExpCLIPConfig
 
             read_prompt_file(args.prompt_file, ExpCLIPConfig.from_pretrained(folder).class_names)
-    except ModelFetchError as error:
-        return _fail(str(error), 1)
-    except InputError as error:  # --prompt-file names a class outside the model's label set
-        return _fail(str(error), 2)
-    except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
-        if args.debug:
-            raise
-        return _fail(_load_failure(args.model, error), 1)
+        return folder
+
+    folder, status = _loading(args, resolve)
+    if status is not None:
+        return status
 
     shards = kept = problem = None
     if sharded and state.is_main_process:
@@ -356,7 +353,7 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
         problem, shards, kept = _broadcast(problem, shards, kept)
     if problem:
         return _fail(problem, 2)
-    try:
+    def load():
         predictor = ExpCLIPPredictor.from_pretrained(folder, device, labels, prompts, detector=None,
                                                      dtype=args.dtype, batch_size=args.batch_size,
                                                      workers=args.workers, prompt_overrides=prompt_file,
@@ -365,15 +362,32 @@ def _label(args, state, device: str, timeline_dir, inputs_given) -> int:
         for name, tokens in long_prompts(prompt_file or {}, predictor.processor.tokenizer).items():
             print(f"expclip predict: warning: --prompt-file class {name!r} has a prompt of {tokens} tokens; CLIP reads "
                   "only the first 77, the rest is cut off", file=sys.stderr)
-    except InputError as error:  # --prompt-file names a class outside the model's label set
-        return _fail(str(error), 2)
-    except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
-        if args.debug:
-            raise
-        return _fail(_load_failure(args.model, error), 1)
+        return predictor
+
+    predictor, status = _loading(args, load)
+    if status is not None:
+        return status
     if sharded:
         return _run_sharded(args, state, predictor, inputs, dataset, shards, kept)
     return _run_one_process(args, predictor, inputs, dataset, timeline_dir)
+
+
+def _loading(args: argparse.Namespace, step):
+    """`step()` (resolving or loading the model) -> (its result, None), or (None, the exit status) once a failure
+    has been said in one line: 1 for a model that cannot be had, 2 for a --prompt-file class outside its label set;
+    --debug raises instead."""
+    from .models import ModelFetchError
+
+    try:
+        return step(), None
+    except ModelFetchError as error:
+        return None, _fail(str(error), 1)
+    except InputError as error:  # --prompt-file names a class outside the model's label set
+        return None, _fail(str(error), 2)
+    except Exception as error:  # noqa: BLE001 -- any load failure is one line unless --debug
+        if args.debug:
+            raise
+        return None, _fail(_load_failure(args.model, error), 1)
 
 
 def _load_failure(model: str | None, error: Exception) -> str:

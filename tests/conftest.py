@@ -106,6 +106,15 @@ HIDE_EXPCLIP = textwrap.dedent(
 )
 
 
+def original_rule(num_frames, num_segments=16):
+    """The original's test sampling, written out: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16, and
+    frame 0 sixteen times for clips of 16 frames or fewer (its test is `num_frames > 16`)."""
+    if num_frames <= num_segments:
+        return [0] * num_segments
+    tick = num_frames / num_segments
+    return [int(tick / 2 + tick * k) for k in range(num_segments)]
+
+
 def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run a command the way a user would: a real subprocess, text output captured."""
     full_env = dict(os.environ, **(env or {}))

@@ -59,6 +59,19 @@ def live_picture(browser, previous: str | None = None) -> tuple[str, np.ndarray]
     return src, np.array(data, np.uint8).reshape(height, width, 4)[..., :3]
 
 
+def open_live_tab_webcam(browser, url: str) -> None:
+    """Open the page, its Live tab, and click the webcam (which asks the browser for the camera)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
+    [tab] = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Live"]
+    tab.click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(
+        By.XPATH, "//*[@id='webcam']//button[contains(., 'Click to Access Webcam')]"))[0].click()
+
+
 def track_colours(picture: np.ndarray) -> list[tuple[int, int, int]]:
     """The track colours drawn in `picture`: those with over 200 pixels within 40 (summed over RGB) of them."""
     return [colour for colour in TRACK_COLOURS
@@ -74,12 +87,7 @@ def test_live_tab_shows_the_fake_webcams_faces_boxed_and_labelled_and_updating(
 
     labels = json.loads((tiny_expclip_dir / "config.json").read_text())["class_names"]
     browser = webcam_browser
-    browser.get(live_app)
-    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
-    [tab] = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Live"]
-    tab.click()
-    WebDriverWait(browser, 30).until(lambda b: b.find_elements(
-        By.XPATH, "//*[@id='webcam']//button[contains(., 'Click to Access Webcam')]"))[0].click()
+    open_live_tab_webcam(browser, live_app)
     WebDriverWait(browser, 30).until(lambda b: [x for x in b.find_elements(
         By.CSS_SELECTOR, "#webcam button[aria-label='capture photo']") if x.is_displayed()])[0].click()  # start streaming
     message = WebDriverWait(browser, 120).until(
@@ -111,12 +119,7 @@ def test_live_tab_says_in_one_line_when_the_camera_is_refused_and_the_app_keeps_
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser = camera_denied_browser
-    browser.get(live_app)
-    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
-    [tab] = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Live"]
-    tab.click()
-    WebDriverWait(browser, 30).until(lambda b: b.find_elements(
-        By.XPATH, "//*[@id='webcam']//button[contains(., 'Click to Access Webcam')]"))[0].click()
+    open_live_tab_webcam(browser, live_app)
     line = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "camera-error"))[0].text
     assert line == "Camera: permission denied. Allow the camera for this page, then click the webcam again."
     with urllib.request.urlopen(live_app, timeout=30) as page:  # the app goes on serving

@@ -13,21 +13,12 @@ import fake_releases as fake
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
+from conftest import original_rule, run_command
 from expclip.eval.prepare import prepare
 from PIL import Image, ImageOps
 from transformers import AutoProcessor
 
 EXIF_ORIENTATION = 0x0112
-
-
-def original_rule(num_frames, num_segments=16):
-    """The original's test sampling, written out: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16, and
-    frame 0 sixteen times for clips of 16 frames or fewer (its test is `num_frames > 16`)."""
-    if num_frames <= num_segments:
-        return [0] * num_segments
-    tick = num_frames / num_segments
-    return [int(tick / 2 + tick * k) for k in range(num_segments)]
 
 
 @pytest.fixture(scope="module")

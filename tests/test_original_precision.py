@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, run_command
+from conftest import REPO_ROOT, original_rule, run_command
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoProcessor, CLIPModel, CLIPTokenizer
@@ -21,15 +21,6 @@ from configuration_expclip import EXPRESSION_CLASSES, ORIGINAL_CLASS_PROMPTS
 
 CLASSES = EXPRESSION_CLASSES[:7]
 NUM_FRAMES = 40
-
-
-def original_rule(num_frames, num_segments=16):
-    """The original's test sampling, written out: frame int(tick/2 + tick*k) of segment k, tick = num_frames/16, and
-    frame 0 sixteen times for clips of 16 frames or fewer (its test is `num_frames > 16`)."""
-    if num_frames <= num_segments:
-        return [0] * num_segments
-    tick = num_frames / num_segments
-    return [int(tick / 2 + tick * k) for k in range(num_segments)]
 
 
 def class_prompts(prompts):

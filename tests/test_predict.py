@@ -228,11 +228,11 @@ def test_bad_items_do_not_stop_the_good_ones_and_exit_is_non_zero(mixed_run):
     assert result.stderr.strip().splitlines()[-1].startswith("expclip predict: 6 inputs: 3 predictions, 3 failed")
 
 
-def test_csv_output_has_one_column_per_class_and_the_error_column(mixed_run):
+def test_csv_output_has_one_column_per_class_the_error_column_and_the_track_columns(mixed_run):
     _, rows = mixed_run
     assert list(rows[0])[:8] == ["source", "kind", "face", "x", "y", "w", "h", "label"]
     assert list(rows[0])[8:] == ["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear", "note",
-                                 "error"]
+                                 "error", "track", "start", "end"]
     assert sum(float(rows[0][name]) for name in list(rows[0])[8:15]) == pytest.approx(1.0, abs=1e-5)
     assert rows[3]["error"].endswith("missing.jpg: no such file or directory")
 
