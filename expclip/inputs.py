@@ -30,6 +30,7 @@ import functools
 import logging
 import os
 import stat
+import tempfile
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -438,6 +439,28 @@ def collate_prepared(prepared: list[Prepared]) -> InputBatch:
 
 
 # torch's advice when workers outnumber the cores: the user asked for them (--workers N); their run is not wrong.
+# A Unix socket's path holds at most 107 bytes; multiprocessing makes its sockets in `pymp-XXXXXXXX/listener-XXXXXXXX`
+# inside the temp folder, so a temp folder longer than this is given a short one.
+MAX_SOCKET_FOLDER = 80
+
+
+def _init_worker(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """In each worker: a short folder for multiprocessing's sockets when the temp folder is deep (a test's or a batch
+    job's TMPDIR). Workers hand tensors back as file descriptors through such a socket, which otherwise fails with
+    "AF_UNIX path too long". Then the caller's `worker_init_fn`."""
+    import multiprocessing.process
+    import multiprocessing.util
+    import shutil
+
+    if len(multiprocessing.util.get_temp_dir()) > MAX_SOCKET_FOLDER and os.access("/tmp", os.W_OK):
+        short = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
+        # where get_temp_dir() keeps its folder (this process only), removed at exit as its own folder is
+        multiprocessing.process.current_process()._config["tempdir"] = short
+        multiprocessing.util.Finalize(None, shutil.rmtree, args=[short], exitpriority=-100)
+    if worker_init_fn is not None:
+        worker_init_fn(worker_id)
+
+
 TOO_MANY_WORKERS = "This DataLoader will create"
 
 
@@ -482,7 +505,7 @@ class InputPipeline:
                 collate_fn=collate_prepared,
                 pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                 prefetch_factor=prefetch_factor if self.num_workers else None,
-                worker_init_fn=worker_init_fn,
+                worker_init_fn=functools.partial(_init_worker, worker_init_fn),
             )
 
     def __len__(self) -> int:

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,19 @@ def test_a_folder_of_frames_that_are_all_0_bytes_is_one_line_naming_it(tmp_path,
     assert result.returncode == 1 and "Traceback" not in result.stderr  # 1: an input failed
     [line] = [line for line in result.stderr.splitlines() if str(frames) in line]
     assert line.endswith("folder of frames holds no images (3 empty files)")
+
+
+def test_predict_with_workers_under_a_deep_temp_folder_works_and_leaves_no_socket_folder(tmp_path, photo_dir,
+                                                                                            tiny_expclip_dir):
+    # workers hand tensors back through a Unix socket made in the temp folder: its path may be at most 107 bytes
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    before = set(Path("/tmp").glob("pymp-*"))
+    result = run_command(*EXPCLIP, "predict", photo_dir / "astronaut.jpg", "--workers", "1", "--model",
+                         tiny_expclip_dir, "--format", "json", env={"TMPDIR": str(deep)})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)[0]["label"]
+    assert set(Path("/tmp").glob("pymp-*")) <= before and list(deep.iterdir()) == []
 
 
 def test_a_newline_in_a_file_name_stays_on_its_table_row():
