@@ -5,7 +5,7 @@ This file and `modeling_expclip.py` are the custom code a saved Exp-CLIP folder 
 import from `transformers`, `torch` and each other.
 """
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, CLIPImageProcessorPil, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 # README: Reproducing the paper: canonical class order; 7-class sets use the first 7, 8-class sets the first 8, MAFW all 11.
@@ -173,16 +173,41 @@ class ExpCLIPConfig(PreTrainedConfig):
         return getattr(config, "projection_dim", None) or config.vision_config.hidden_size
 
 
+# backbone model_type -> its image processor's PIL-backend class name (README: Reproducing the paper: resizing pinned to PIL).
+PIL_IMAGE_PROCESSORS = {
+    "clip": "CLIPImageProcessorPil",
+    "metaclip_2": "CLIPImageProcessorPil",
+    "siglip": "SiglipImageProcessorPil",
+    "siglip2": "Siglip2ImageProcessorPil",
+}
+
+
+class ExpCLIPImageProcessorPil(CLIPImageProcessorPil):
+    """What `AutoImageProcessor` loads for an Exp-CLIP folder: its backbone family's PIL-backend image processor (an
+    instance of that family's class; this subclass only dispatches)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        import transformers
+
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                      if k in kwargs}
+        config = ExpCLIPConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)[0]
+        backbone = config.get("dual_encoder_config") or config.get("clip_config") or {}
+        pil_class = getattr(transformers, PIL_IMAGE_PROCESSORS[backbone.get("model_type", "clip")])
+        return pil_class.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
 def register_pil_image_processor():
-    """Make `AutoImageProcessor` give an Exp-CLIP folder CLIP's PIL-backend processor, whatever is installed.
+    """Make `AutoImageProcessor` give an Exp-CLIP folder its backbone's PIL-backend processor, whatever is installed.
 
     README: Reproducing the paper: the released heads were trained and tested with PIL's bilinear resize; transformers' torchvision
     backend (picked whenever torchvision is importable) resizes differently. A saved folder's processor config names
     no class, so AutoImageProcessor takes the class registered for this config, in-process or through the folder's
-    own code (`trust_remote_code=True`): this one has only a PIL backend."""
-    from transformers import AutoImageProcessor, CLIPImageProcessorPil
+    own code (`trust_remote_code=True`): this one loads only a PIL backend."""
+    from transformers import AutoImageProcessor
 
-    AutoImageProcessor.register(ExpCLIPConfig, image_processor_classes={"pil": CLIPImageProcessorPil}, exist_ok=True)
+    AutoImageProcessor.register(ExpCLIPConfig, image_processor_classes={"pil": ExpCLIPImageProcessorPil}, exist_ok=True)
 
 
 register_pil_image_processor()
