@@ -55,6 +55,22 @@ BACKBONE_FAMILIES = {
 assert set(BACKBONE_FAMILIES) == set(BACKBONE_TYPES)
 
 
+def pack_image_inputs(pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor,
+                      spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """SigLIP 2 NaFlex's three image inputs as ONE tensor `(batch, patches, 3*p*p + 3)`: each patch row carries its
+    mask bit and its image's grid shape, so every path that moves `pixel_values` alone (the input pipelines, video
+    frames, ONNX) carries them too. `ExpCLIPModel.encode_clip_image` unpacks it."""
+    patches = pixel_values.shape[1]
+    return torch.cat([pixel_values.float(), pixel_attention_mask[..., None].float(),
+                      spatial_shapes[:, None, :].expand(-1, patches, -1).float()], dim=-1)
+
+
+def unpack_image_inputs(packed: torch.Tensor) -> dict:
+    """The inverse of `pack_image_inputs` (grid sizes and mask bits are small integers: exact in any float dtype)."""
+    return {"pixel_values": packed[..., :-3], "pixel_attention_mask": packed[..., -3].round().long(),
+            "spatial_shapes": packed[:, 0, -2:].round().long()}
+
+
 def contrastive_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
     """Symmetric InfoNCE with in-batch negatives (README: Training): 0.5*CE(s*I@T.T) + 0.5*CE(s*T@I.T).
 
@@ -303,6 +319,9 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
         """CLIP's projected image embeddings (joint space, not normalised): the frozen, cacheable features.
         `image_inputs`: the family's extra processor outputs (SigLIP 2 NaFlex: `pixel_attention_mask`, `spatial_shapes`)."""
         extra = {name: image_inputs[name] for name in self.family.image_inputs if image_inputs.get(name) is not None}
+        if self.family.image_inputs and not extra:  # packed by pack_image_inputs (the package's input pipelines)
+            extra = unpack_image_inputs(pixel_values)
+            pixel_values = extra.pop("pixel_values")
         return self.clip.get_image_features(pixel_values=pixel_values, **extra).pooler_output
 
     def encode_clip_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -488,4 +507,4 @@ if not __package__:  # imported from the installed package, not as a Hub folder'
     register_expclip()
 
 __all__ = ["ExpCLIPModel", "ExpCLIPPreTrainedModel", "ExpCLIPOutput", "BACKBONE_FAMILIES", "contrastive_loss",
-           "sample_segment_indices"]
+           "pack_image_inputs", "sample_segment_indices"]

@@ -217,20 +217,17 @@ class FeatureExtractors:
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
         self.clip.to(device=device, dtype=self.clip_dtype)
         clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
-        self.inputs = ExtractionInputs(_preprocessing(clip_processor, settings), teacher_inputs,
-                                       self.clip.family.image_inputs)
+        self.inputs = ExtractionInputs(_preprocessing(clip_processor, settings), teacher_inputs)
 
     @torch.no_grad()
     def __call__(self, tensors: dict[str, torch.Tensor], values: list[dict] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One batch of the pipeline (its tensors, and its good items' other values) -> (CLIP image embeddings,
         `target_draws` teacher targets: fresh dropout masks each, under the quirk), float32 on CPU."""
         clip_pixels = self.inputs.clip.to_device(tensors["clip_pixel_values"], self.device, self.clip_dtype)
-        clip_extra = {name: tensors[f"clip_{name}"].to(self.device) for name in self.inputs.clip_image_inputs}
         rows = len(clip_pixels)
         if rows == 1 and self.device.type == "cpu":  # CPU BLAS multiplies a single row by another kernel (gemv),
             clip_pixels = clip_pixels.expand(2, *clip_pixels.shape[1:])  # whose sums differ between processes: use gemm's
-            clip_extra = {name: value.expand(2, *value.shape[1:]) for name, value in clip_extra.items()}
-        clip_image_embeds = self.clip.encode_clip_image(clip_pixels, **clip_extra)[:rows].float().cpu()
+        clip_image_embeds = self.clip.encode_clip_image(clip_pixels)[:rows].float().cpu()
         if isinstance(self.inputs.teacher, ImagePreprocessing):
             teacher_pixels = self.inputs.teacher.to_device(tensors["teacher_pixel_values"], self.device)
             target_draws = [self.teacher(teacher_pixels).float().cpu() for _ in range(self.settings.target_draws)]
@@ -254,19 +251,14 @@ def _preprocessing(image_processor, settings: FeatureCacheSettings) -> ImagePrep
 @dataclass(frozen=True)
 class ExtractionInputs:
     """Runs in a pipeline worker: one training image -> each model's inputs (exactly its processor's output): the
-    backbone's pixels (and a NaFlex backbone's `clip_image_inputs`), BLIP-2's pixels or a VLM's whole prompt."""
+    backbone's pixels, BLIP-2's pixels or a VLM's whole prompt."""
 
     clip: ImagePreprocessing
     teacher: object  # ImagePreprocessing (BLIP-2) or teacher.VLMTeacherInputs
-    clip_image_inputs: tuple[str, ...] = ()
 
     def __call__(self, item: ImageItem) -> dict:
         image = read_image(item)  # InputError names the item
-        if self.clip_image_inputs:  # SigLIP 2 NaFlex: the processor's patch mask and grid shape go along
-            inputs = self.clip.image_processor(images=[image], return_tensors="pt", **self.clip.settings)
-            clip = {f"clip_{name}": inputs[name] for name in ("pixel_values", *self.clip_image_inputs)}
-        else:
-            clip = {"clip_pixel_values": self.clip([image])}
+        clip = {"clip_pixel_values": self.clip([image])}  # SigLIP 2 NaFlex: packed with its mask and grid shapes
         if isinstance(self.teacher, ImagePreprocessing):
             return {**clip, "teacher_pixel_values": self.teacher([image])}
         return {**clip, "teacher_inputs": self.teacher(image)}  # not a tensor: kept per item, collated by the teacher
