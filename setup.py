@@ -36,7 +36,10 @@ setup(
         "opencv-python-headless>=4.8,<5",  # bundled Haar face cascades and FFmpeg video decoding; 5.x dropped both
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-image>=0.22", "selenium>=4.11"],  # + Debian's chromium, chromium-driver
+        "test": ["pytest>=8", "scikit-image>=0.22", "selenium>=4.11", "num2words"],  # + Debian's chromium, chromium-driver
+        # VLM teachers (README: Beyond the paper): SmolVLM's processor spells numbers with num2words; torchvision is
+        # installed beside torch (README: Install).
+        "vlm": ["num2words"],
         "app": ["gradio>=6,<7", "gradio_client>=2"],  # `expclip app` / app.py; gradio_client for API users
         # `expclip export --to onnx`: torch.onnx's torch.export-based exporter needs onnxscript; ONNX Runtime checks
         # the files. Not optimum / optimum-onnx: their releases require transformers<4.58.
