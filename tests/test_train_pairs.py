@@ -67,9 +67,10 @@ def test_trained_folder_loads_with_automodel_and_the_pipeline(pair, trained, pho
     folder = trained[pair][1]
     image = Image.open(photo_dir / "astronaut.jpg")
     template = "a photo of a face with an expression of {}."
-    scores = pipeline("zero-shot-image-classification", model=str(folder))(
+    scores = pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True)(
         image, candidate_labels=LABELS, hypothesis_template=template)
-    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     classifier = model.text_classifier(processor.tokenizer, LABELS, [template])
     pixel_values = ImagePreprocessing(processor.image_processor)([image.convert("RGB")])
     expected = model.zero_shot_probabilities(model.classify(pixel_values, classifier), classifier)[0]
@@ -105,7 +106,8 @@ def test_export_onnx_matches_pytorch(pair, trained, tmp_path, photo_dir):
     folder = trained[pair][1]
     result = run_command(sys.executable, "-m", "expclip", "export", folder, "--to", "onnx", "--output", tmp_path / "x")
     assert result.returncode == 0, result.stderr
-    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     pixel_values = ImagePreprocessing(processor.image_processor)([Image.open(photo_dir / "coffee.jpg")])
     session = onnxruntime.InferenceSession(str(tmp_path / "x" / "onnx" / "vision_model.onnx"))
     image = torch.from_numpy(session.run(["image_embeds"], {"pixel_values": pixel_values.numpy()})[0])
