@@ -184,6 +184,13 @@ class TextTower(nn.Module):
         return self.text_projection(self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
 
 
+def _is_all_true(self):
+    """ONNX for `aten._is_all_true` (SigLIP 2's shape checks, `torch_compilable_check`): min over the bools."""
+    from onnxscript import opset18 as op
+
+    return op.Cast(op.ReduceMin(op.Cast(self, to=7), keepdims=0), to=9)  # 7: INT64, 9: BOOL
+
+
 def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynamic_shapes, path: Path, dtype: str):
     import onnx
 
@@ -197,6 +204,7 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_name, dynam
             program = torch.onnx.export(
                 tower.eval(), args, input_names=input_names, output_names=[output_name],
                 dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+                custom_translation_table={torch.ops.aten._is_all_true.default: _is_all_true},
             )
     finally:
         torch_onnx_log.setLevel(level)
