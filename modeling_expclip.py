@@ -257,7 +257,15 @@ class ExpCLIPModel(ExpCLIPPreTrainedModel):
             if model_type != cls.config_class.model_type:
                 raise ValueError(f"{name}: not an Exp-CLIP model (config.json has model_type {model_type!r})")
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                  **kwargs)
+        except RuntimeError as error:  # transformers reports a size mismatch as a table, then raises
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            width = cls.config_class.from_pretrained(name, **hub_kwargs).clip_embed_dim
+            raise ValueError(f"{name}: a saved weight does not fit the backbone in its config.json (the head's input "
+                             f"width must be the backbone's embedding width, {width})") from None
         missing = sorted(info.get("missing_keys") or ())
         if missing:
             raise ValueError(f"{name}: incomplete Exp-CLIP model, {len(missing)} weight(s) missing from its files "

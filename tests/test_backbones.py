@@ -159,3 +159,15 @@ def test_clip_and_siglip_run_without_torchvision(expclip_dirs, photo_dir):
     result = run_command(sys.executable, "-c", script, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["CLIPImageProcessorPil", "1.0", "SiglipImageProcessorPil", "1.0"]
+
+
+def test_head_of_another_embedding_width_is_refused_in_one_line(tiny_expclip_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "mismatched"
+    shutil.copytree(tiny_expclip_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["projection.weight"] = torch.randn(weights["projection.weight"].shape[0], 24)  # a head for a 24-wide backbone
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"does not fit the backbone in its config.json .*embedding width, 16\)$"):
+        ExpCLIPModel.from_pretrained(folder)
