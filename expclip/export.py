@@ -14,12 +14,12 @@ logits) and the normalised class embeddings, so an app needs only the vision mod
 arrays, for JavaScript, which has no safetensors reader.
 
 Backbones whose image embedding is not a bias-free linear map of pooled features (SigLIP, SigLIP 2: an attention-
-pooling head; README: Beyond the paper) cannot absorb W: `--to onnx` writes the Exp-CLIP folder itself, and ONNX models
-that run the backbone and then W.
+pooling head; README: Beyond the paper) cannot absorb W: `--to onnx` writes the Exp-CLIP folder itself and the two
+towers, which run the backbone and then W (transformers.js has no Exp-CLIP model, so no `onnx/model.onnx`).
 
-ONNX: the whole model (`onnx/model.onnx`, what transformers.js's zero-shot-image-classification pipeline loads for a
-CLIP) and the two towers, in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's
-exporter (torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
+ONNX: the whole CLIP (`onnx/model.onnx`, what transformers.js's zero-shot-image-classification pipeline loads) and the
+two towers, in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's exporter
+(torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
 optimum / optimum-onnx: their releases require transformers<4.58, and this project needs transformers 5.
 """
 
@@ -252,10 +252,9 @@ class TextTower(nn.Module):
 class CLIPWithLogits(nn.Module):
     """input_ids, attention_mask, pixel_values -> logits_per_image, logits_per_text, text_embeds, image_embeds (the
     embeddings normalised), as `CLIPModel.forward`: what transformers.js's `CLIPModel`, and so its
-    zero-shot-image-classification pipeline, runs as `onnx/model.onnx`. The Exp-CLIP model of a backbone that cannot
-    absorb W gives the same outputs from its own `forward`."""
+    zero-shot-image-classification pipeline, runs as `onnx/model.onnx`."""
 
-    def __init__(self, clip: CLIPModel | ExpCLIPModel):
+    def __init__(self, clip: CLIPModel):
         super().__init__()
         self.clip = clip
 
@@ -302,15 +301,14 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_names, dyna
 
 def export_onnx(clip: CLIPModel | ExpCLIPModel, tokenizer, folder: Path, dtype: str = "float32",
                 processor=None) -> dict:
-    """`folder/onnx/model{,_fp16}.onnx` (the whole model), `vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`;
-    returns the three paths. `clip`: the folded stock model, or the Exp-CLIP model itself for a backbone that cannot
-    absorb W (then `processor` gives the example pixels)."""
+    """`folder/onnx/model{,_fp16}.onnx` (the whole CLIP), `vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`;
+    returns their paths. `clip`: the folded stock model, or the Exp-CLIP model itself for a backbone that cannot absorb
+    W (then `processor` gives the example pixels, and there is no model.onnx: transformers.js has no Exp-CLIP model)."""
     onnx_dir = folder / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     suffix = ONNX_DTYPES[dtype]
     batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
-    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx",
-             "model": onnx_dir / f"model{suffix}.onnx"}
+    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx"}
     prompts = ["a face.", "a photo of a face with an expression of happiness."]
     if isinstance(clip, ExpCLIPModel):
         vision, text, pixel_values = ExpCLIPVisionTower(clip), ExpCLIPTextTower(clip), probe_pixel_values(processor)
@@ -328,13 +326,15 @@ def export_onnx(clip: CLIPModel | ExpCLIPModel, tokenizer, folder: Path, dtype: 
         text, (tokens["input_ids"], tokens["attention_mask"]), ["input_ids", "attention_mask"],
         ["text_embeds"], {"input_ids": token_axes, "attention_mask": token_axes}, paths["text"], dtype,
     )
-    # Three images and two prompts: the image and text batches stay two separate axes.
-    images = torch.export.Dim("image_batch_size")
-    _export_tower(
-        CLIPWithLogits(clip), (tokens["input_ids"], tokens["attention_mask"], pixel_values[[0, 1, 0]]),
-        ["input_ids", "attention_mask", "pixel_values"], MODEL_OUTPUTS,
-        {"input_ids": token_axes, "attention_mask": token_axes, "pixel_values": {0: images}}, paths["model"], dtype,
-    )
+    if not isinstance(clip, ExpCLIPModel):  # the folded stock model
+        paths["model"] = onnx_dir / f"model{suffix}.onnx"
+        # Three images and two prompts: the image and text batches stay two separate axes.
+        images = torch.export.Dim("image_batch_size")
+        _export_tower(
+            CLIPWithLogits(clip), (tokens["input_ids"], tokens["attention_mask"], torch.rand(3, *pixel_values.shape[1:])),
+            ["input_ids", "attention_mask", "pixel_values"], MODEL_OUTPUTS,
+            {"input_ids": token_axes, "attention_mask": token_axes, "pixel_values": {0: images}}, paths["model"], dtype,
+        )
     return paths
 
 
@@ -399,6 +399,7 @@ def verify_export(folder: Path, model: ExpCLIPModel, processor, prompts: list[st
                                                   "attention_mask": tokens["attention_mask"].astype(np.int64)})[0]
         differences[f"ONNX Runtime image_embeds ({dtype})"] = _largest_difference(image, expected_image)
         differences[f"ONNX Runtime text_embeds ({dtype})"] = _largest_difference(text, expected_text)
+    if onnx_paths and "model" in onnx_paths:
         whole = onnxruntime.InferenceSession(str(onnx_paths["model"]), options, providers=["CPUExecutionProvider"])
         logits_per_image, _, text, image = whole.run(MODEL_OUTPUTS, {
             "input_ids": tokens["input_ids"].astype(np.int64),
@@ -432,7 +433,7 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     base = config.clip_model_name_or_path
     tags = ["exp-clip", "clip", "facial-expression-recognition", "zero-shot-image-classification"]
     if to == "onnx":
-        tags += ["onnx", "transformers.js"]
+        tags += ["onnx", "transformers.js"] if config.backbone_type in FOLDABLE_BACKBONES else ["onnx"]
     data = ModelCardData(
         base_model=_hub_id(base),
         library_name="transformers",
@@ -454,7 +455,20 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     rows = "\n".join(f"| {key} | {value} |" for key, value in provenance if value is not None)
     labels = ", ".join(f'"{name}"' for name in info["class_names"][:3])
     onnx_files = ""
-    if to == "onnx":
+    foldable = config.backbone_type in FOLDABLE_BACKBONES
+    if to == "onnx" and not foldable:
+        suffix = ONNX_DTYPES[dtype]
+        onnx_files = (
+            f"\n## ONNX\n\n`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
+            f"`onnx/text_model{suffix}.onnx` (`input_ids`, `attention_mask` -> `text_embeds`), {dtype}: the "
+            f"{config.backbone_type} backbone, then W (not normalised), checked against Exp-CLIP with ONNX Runtime when "
+            "exported. Give them what this folder's processor gives"
+            + (" (SigLIP 2 NaFlex: its pixels, patch mask and grid shapes packed into one tensor by "
+               "`modeling_expclip.pack_image_inputs`)" if config.backbone_type == "siglip2" else "")
+            + ". transformers.js has no Exp-CLIP model, so there is no `onnx/model.onnx`. `text_classifier.json` holds "
+            "the classifier as plain JSON arrays too (`prompt_sets.<name>.arrays`).\n"
+        )
+    elif to == "onnx":
         suffix = ONNX_DTYPES[dtype]
         js_dtype = ', with `dtype: "fp16"`' if suffix else ""
         js_options = ', { dtype: "fp16" }' if suffix else ""
@@ -474,15 +488,25 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
             "Give it images at the processor's size (`preprocessor_config.json`): its resize is not PIL's. It drops "
             "the end-of-text token of prompts over 77 tokens: keep prompts shorter.\n"
         )
+    if foldable:
+        title, form = "Exp-CLIP as a stock CLIP model", f"""Here W is folded into CLIP's own projections: \
+`visual_projection = W · visual_projection`
+and `text_projection = W · text_projection` (`projection_dim` {config.projection_dim}). The logits are Exp-CLIP's
+(videos too: average the frames' `image_embeds`, then normalise), and the folder is a plain `CLIPModel`: no custom
+code, no `trust_remote_code`."""
+        remote_code = ""
+    else:
+        title, form = "Exp-CLIP with ONNX towers", f"""Its {config.backbone_type} backbone's image embedding \
+comes
+from an attention-pooling head, which cannot absorb W, so this folder is the Exp-CLIP model itself (custom code:
+`trust_remote_code=True`) with ONNX towers that run the backbone and then W (`projection_dim` {config.projection_dim})."""
+        remote_code = ", trust_remote_code=True"
     body = f"""
-# Exp-CLIP as a stock CLIP model
+# {title}
 
 [Exp-CLIP]({ARXIV}) (Zhao, Cao, Gong, Patras, *Enhancing Zero-Shot Facial Expression Recognition by LLM Knowledge
 Transfer*, WACV 2025) trains one bias-free linear map W on top of a frozen CLIP so that CLIP's embeddings of faces
-land where an LLM puts them. Here W is folded into CLIP's own projections: `visual_projection = W · visual_projection`
-and `text_projection = W · text_projection` (`projection_dim` {config.projection_dim}). The logits are Exp-CLIP's
-(videos too: average the frames' `image_embeds`, then normalise), and the folder is a plain `CLIPModel`: no custom
-code, no `trust_remote_code`. Written by `expclip export`.
+land where an LLM puts them. {form} Written by `expclip export`.
 
 ## Use
 
@@ -491,7 +515,7 @@ Use the paper's prompt (type3): `{type3}`
 ```python
 from transformers import pipeline
 
-classifier = pipeline("zero-shot-image-classification", model="path/to/this/folder")
+classifier = pipeline("zero-shot-image-classification", model="path/to/this/folder"{remote_code})
 classifier("face.jpg", candidate_labels=[{labels}, ...],
            hypothesis_template="{type3}")
 ```

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import fake_releases as fake
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,32 +24,52 @@ ACCELERATE = [Path(sys.executable).parent / "accelerate", "launch", "--num_machi
 PAIRS = {"siglip2-qwen2_5_vl": (save_tiny_siglip2, save_tiny_qwen2_5_vl),
          "metaclip_2-smolvlm": (save_tiny_metaclip_2, save_tiny_smolvlm)}
 LABELS = ["happiness", "sadness", "anger"]
+IMAGES = 8  # one batch, one training step: each pair's run costs little more than its two processes' start-up
 
 
 def train_command(backbone, teacher, images, root, output, *extra):
     return run_command(
         *ACCELERATE, REPO_ROOT / "train_expclip.py", "--clip_model_name_or_path", backbone,
         "--teacher_model_name_or_path", teacher, "--train_dir", images, "--feature_cache_dir", root / "cache",
-        "--output_dir", output, "--global_batch_size", 16, "--shard_size", 32, "--extraction_batch_size", 8,
-        "--teacher_image_size", 48, "--num_train_epochs", 1, "--logging_steps", 1, *extra,
+        "--output_dir", output, "--global_batch_size", IMAGES, "--shard_size", IMAGES, "--extraction_batch_size",
+        IMAGES, "--teacher_image_size", 48, "--num_train_epochs", 1, "--logging_steps", 1, *extra,
     )
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, face_images_dir) -> dict:
-    """pair -> (its run, its output folder, its teacher folder)."""
+def pair_images(face_images_dir, tmp_path_factory) -> Path:
+    """The first few of the shared generated faces (PNG and JPEG)."""
+    folder = tmp_path_factory.mktemp("pair-faces")
+    for path in sorted(face_images_dir.rglob("face*"))[:IMAGES]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pair_images) -> dict:
+    """pair -> (its run, its output folder, its teacher folder): one `accelerate launch` per pair for the whole file."""
     runs = {}
     for pair, (build_backbone, build_teacher) in PAIRS.items():
         root = tmp_path_factory.mktemp(pair)
         backbone, teacher = build_backbone(root / "backbone"), build_teacher(root / "teacher")
-        runs[pair] = (train_command(backbone, teacher, face_images_dir, root, root / "out"), root / "out", teacher)
+        runs[pair] = (train_command(backbone, teacher, pair_images, root, root / "out"), root / "out", teacher)
     return runs
+
+
+@pytest.fixture(scope="module")
+def prepared_rafdb(tmp_path_factory) -> Path:
+    """A small RAF-DB release, prepared once for both pairs' `expclip evaluate`."""
+    root = tmp_path_factory.mktemp("rafdb")
+    source, _ = fake.make_rafdb(root)
+    prepare("raf-db", source, root / "prepared")
+    return root / "prepared"
 
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_one_command_trains_the_pair_and_records_the_teacher(pair, trained):
     result, folder, teacher = trained[pair]
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (folder / "model.safetensors").is_file()
     config = json.loads((folder / "config.json").read_text())
     assert config["teacher_model_name_or_path"] == str(teacher)
     assert (config["teacher_layer"], config["target_pooling"], config["teacher_image_size"]) == (-1, "mean", 48)
@@ -90,11 +109,9 @@ def test_predict_faces_runs_on_the_trained_folder(pair, trained, photo_dir, tmp_
 
 
 @pytest.mark.parametrize("pair", PAIRS)
-def test_evaluate_runs_on_the_trained_folder(pair, trained, tmp_path):
-    source, _ = fake.make_rafdb(tmp_path)
-    prepare("raf-db", source, tmp_path / "prepared")
+def test_evaluate_runs_on_the_trained_folder(pair, trained, prepared_rafdb, tmp_path):
     result = run_command(sys.executable, "-m", "expclip", "evaluate", "--model", trained[pair][1], "--benchmark",
-                         "raf-db", "--data", tmp_path / "prepared", "--output", tmp_path / "results")
+                         "raf-db", "--data", prepared_rafdb, "--output", tmp_path / "results")
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "results").rglob("results.json"))
 
@@ -106,6 +123,8 @@ def test_export_onnx_matches_pytorch(pair, trained, tmp_path, photo_dir):
     folder = trained[pair][1]
     result = run_command(sys.executable, "-m", "expclip", "export", folder, "--to", "onnx", "--output", tmp_path / "x")
     assert result.returncode == 0, result.stderr
+    # the folded MetaCLIP 2 is a stock model transformers.js can run whole; SigLIP 2 keeps W after its pooling head
+    assert (tmp_path / "x" / "onnx" / "model.onnx").is_file() == pair.startswith("metaclip_2")
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     pixel_values = ImagePreprocessing(processor.image_processor)([Image.open(photo_dir / "coffee.jpg")])
