@@ -394,16 +394,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --train_dir or --dataset_name")
     if model_args.paper_recipe:  # the original's run: its preprocessing and its dropout-on teacher (README: Training; Faithful to the paper)
         model_args.original_preprocessing = model_args.teacher_dropout = True
-    try:  # supported families only, before anything is loaded (reads the two config.json files)
-        backbone_type = transformers.PreTrainedConfig.get_config_dict(model_args.clip_model_name_or_path)[0].get("model_type")
-        teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
-    except UnsupportedTeacherError as error:
-        print(f"train_expclip: error: {error}", file=sys.stderr)
-        return 2
-    if backbone_type not in BACKBONE_FAMILIES:
-        print(f"train_expclip: error: {model_args.clip_model_name_or_path}: unsupported backbone model_type "
-              f"{backbone_type!r}; supported: {', '.join(BACKBONE_FAMILIES)}", file=sys.stderr)
-        return 2
     eval_rows = read_eval_results(data_args.eval_results) if data_args.eval_results else []
     inputs = [data_args.train_dir, data_args.dataset_data_dir, data_args.eval_results,
               *(p for p in (model_args.clip_model_name_or_path, model_args.teacher_model_name_or_path)
@@ -415,6 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     check_apart(data_args.feature_cache_dir, "--feature_cache_dir", {
         "--train_dir": data_args.train_dir, "--dataset_data_dir": data_args.dataset_data_dir,
         "--output_dir": training_args.output_dir})
+    try:  # supported families only, before anything is loaded (reads the two config.json files)
+        backbone_type = transformers.PreTrainedConfig.get_config_dict(model_args.clip_model_name_or_path)[0].get("model_type")
+        teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
+    except UnsupportedTeacherError as error:
+        print(f"train_expclip: error: {error}", file=sys.stderr)
+        return 2
+    except OSError:  # config.json unreadable here (offline, no such model): loading says so, after the images' checks
+        backbone_type = teacher_type = None
+    if backbone_type is not None and backbone_type not in BACKBONE_FAMILIES:
+        print(f"train_expclip: error: {model_args.clip_model_name_or_path}: unsupported backbone model_type "
+              f"{backbone_type!r}; supported: {', '.join(BACKBONE_FAMILIES)}", file=sys.stderr)
+        return 2
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()
@@ -443,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if asked == MIXED_PRECISION and clip_dtype == "float32" and state.is_main_process:
         print("train_expclip: CLIP runs in float32 on CPU, the original's precision there (float16-mixed needs a GPU)",
               file=sys.stderr)
+    if teacher_type is None:  # its config.json was unreadable before the images' checks: its error is now the run's
+        teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=model_args.clip_model_name_or_path,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
