@@ -95,8 +95,9 @@ def test_siglip_prompts_are_padded_to_64_by_the_model(family, expclip_dirs):
 
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])
 def test_saved_folder_keeps_pil_preprocessing_with_torchvision_installed(family, expclip_dirs):
-    import torchvision  # noqa: F401  (installed with the test environment: the torchvision backend is the default)
+    from transformers.utils import is_torchvision_available
 
+    assert is_torchvision_available()  # installed with the test environment: the torchvision backend is the default
     assert type(AutoImageProcessor.from_pretrained(expclip_dirs[family])).__name__.endswith("ImageProcessorPil")
     assert type(AutoProcessor.from_pretrained(expclip_dirs[family]).image_processor).__name__.endswith("Pil")
 
