@@ -6,9 +6,10 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-# The torch build, installed before the package so that pip pulls no other build to satisfy `torch>=2.4`.
-# Another build: make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-TORCH ?= torch==2.13.0
+# The torch build and its torchvision (the VLM teachers' video processors need it), installed before the package so
+# that pip pulls no other build to satisfy `torch>=2.4`.
+# Another build: make test TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 MODEL ?=
 EXAMPLES ?= docs/examples
 DEMO_OUTPUT ?= outputs/demo

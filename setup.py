@@ -38,7 +38,11 @@ setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs on every core (-n auto), which halves its time on 2 cores
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "selenium>=4.11"],  # + Debian's chromium, chromium-driver
+        # + Debian's chromium, chromium-driver; num2words: the tiny SmolVLM teacher's processor
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "selenium>=4.11", "num2words"],
+        # VLM teachers (README: Beyond the paper): SmolVLM's processor spells numbers with num2words; torchvision is
+        # installed beside torch (README: Install).
+        "vlm": ["num2words"],
         "app": ["gradio>=6,<7", "gradio_client>=2"],  # `expclip app` / app.py; gradio_client for API users
         # `expclip export --to onnx`: torch.onnx's torch.export-based exporter needs onnxscript; ONNX Runtime checks
         # the files. Not optimum / optimum-onnx: their releases require transformers<4.58.

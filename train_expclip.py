@@ -30,8 +30,8 @@ from expclip.eval.benchmarks import uar_war_results
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import (
+    AutoConfig,
     AutoProcessor,
-    Blip2Config,
     HfArgumentParser,
     Trainer,
     TrainerCallback,
@@ -60,9 +60,9 @@ from expclip.inputs import (
     original_image_processor_settings,
     pin_pil_image_processor,
 )
-from modeling_expclip import ExpCLIPModel, contrastive_loss
+from modeling_expclip import BACKBONE_FAMILIES, ExpCLIPModel, contrastive_loss
 from expclip.outputs import MARKER, OutputError, check_apart, check_output_folder, clear_output, mark_output
-from expclip.teacher import DEFAULT_TEACHER
+from expclip.teacher import DEFAULT_TEACHER, TARGET_POOLINGS, UnsupportedTeacherError, render_prompt, teacher_model_type
 
 logger = logging.getLogger("train_expclip")
 
@@ -73,11 +73,23 @@ logger = logging.getLogger("train_expclip")
 @dataclass
 class ModelArguments:
     clip_model_name_or_path: str = field(
-        default="openai/clip-vit-large-patch14", metadata={"help": "The frozen CLIP (Hub id or folder)."}
+        default="openai/clip-vit-large-patch14",
+        metadata={"help": "The frozen backbone (Hub id or folder): CLIP, MetaCLIP 2, SigLIP or SigLIP 2."},
     )
     teacher_model_name_or_path: str = field(
-        default=DEFAULT_TEACHER, metadata={"help": "Any BLIP-2 + T5 checkpoint (Hub id or folder): the LLM teacher."}
+        default=DEFAULT_TEACHER,
+        metadata={"help": "The LLM teacher (Hub id or folder): a BLIP-2 + T5 checkpoint (the paper) or a VLM "
+                  "(Qwen2.5-VL, Qwen3-VL, SmolVLM, Gemma 3, LLaVA-OneVision, InternVL; README: Beyond the paper)."},
     )
+    teacher_layer: int = field(
+        default=-1, metadata={"help": "VLM teachers: the language model's hidden_states index read as the target "
+                              "(0: embeddings, -1: the last layer after the final norm)."})
+    target_pooling: str = field(
+        default="mean", metadata={"help": "VLM teachers: mean over the prompt's non-padding tokens (as the paper "
+                                  "averages T5's input) or the last one (E5-V, VLM2Vec).", "choices": TARGET_POOLINGS})
+    teacher_image_size: int | None = field(
+        default=None, metadata={"help": "VLM teachers: resize every image to this square side first, so dynamic-"
+                                "resolution models give one shape per batch (default: the processor's own)."})
     instruction: str = field(default=INSTRUCTION, metadata={"help": "The instruction given to the teacher (README: Faithful to the paper)."})
     original_preprocessing: bool = field(
         default=False,
@@ -330,6 +342,13 @@ def build_model_card(config, model_name: str, hyperparameters: dict, dataset_ids
         table = "\n".join(f"| {r['title']} | {r['prompts']} | {r['uar']:.2f} | {r['war']:.2f} |" for r in eval_rows)
         results_text = f"\n## Results (zero-shot, %)\n\n| dataset | prompts | UAR | WAR |\n| --- | --- | --- | --- |\n{table}\n"
     hyper_text = "\n".join(f"- {key}: {value}" for key, value in hyperparameters.items())
+    if config.teacher_prompt is None:  # BLIP-2 + T5 (the paper)
+        teacher_states, teacher_prompt = "mean-pooled T5-encoder states", ""
+    else:  # a VLM (README: Beyond the paper)
+        size = f"{config.teacher_image_size} px" if config.teacher_image_size else "its processor's own size"
+        teacher_states = (f"{config.target_pooling}-pooled language-model hidden_states[{config.teacher_layer}] "
+                          f"(images at {size})")
+        teacher_prompt = f"\n\nThe teacher's rendered prompt:\n\n```\n{config.teacher_prompt}\n```\n"
     content = f"""---
 {card_data.to_yaml()}
 ---
@@ -339,8 +358,8 @@ def build_model_card(config, model_name: str, hyperparameters: dict, dataset_ids
 Exp-CLIP (Zhao et al., "Enhancing Zero-Shot Facial Expression Recognition by LLM Knowledge Transfer", WACV 2025):
 the frozen CLIP model `{config.clip_model_name_or_path}` plus one bias-free linear projection
 ({config.clip_embed_dim} -> {config.projection_dim}), trained on unlabelled faces to map CLIP image embeddings onto
-the mean-pooled T5-encoder states of the teacher `{config.teacher_model_name_or_path}` given the instruction
-"{config.instruction}". Zero-shot: score any label set with prompts such as "a photo of a face with an expression of
+the {teacher_states} of the teacher `{config.teacher_model_name_or_path}` given the instruction
+"{config.instruction}".{teacher_prompt} Zero-shot: score any label set with prompts such as "a photo of a face with an expression of
 happiness.".
 
 ```python
@@ -386,6 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     check_apart(data_args.feature_cache_dir, "--feature_cache_dir", {
         "--train_dir": data_args.train_dir, "--dataset_data_dir": data_args.dataset_data_dir,
         "--output_dir": training_args.output_dir})
+    try:  # supported families only, before anything is loaded (reads the two config.json files)
+        backbone_type = transformers.PreTrainedConfig.get_config_dict(model_args.clip_model_name_or_path)[0].get("model_type")
+        teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
+    except UnsupportedTeacherError as error:
+        print(f"train_expclip: error: {error}", file=sys.stderr)
+        return 2
+    except OSError:  # config.json unreadable here (offline, no such model): loading says so, after the images' checks
+        backbone_type = teacher_type = None
+    if backbone_type is not None and backbone_type not in BACKBONE_FAMILIES:
+        print(f"train_expclip: error: {model_args.clip_model_name_or_path}: unsupported backbone model_type "
+              f"{backbone_type!r}; supported: {', '.join(BACKBONE_FAMILIES)}", file=sys.stderr)
+        return 2
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()
@@ -414,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if asked == MIXED_PRECISION and clip_dtype == "float32" and state.is_main_process:
         print("train_expclip: CLIP runs in float32 on CPU, the original's precision there (float16-mixed needs a GPU)",
               file=sys.stderr)
+    if teacher_type is None:  # its config.json was unreadable before the images' checks: its error is now the run's
+        teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=model_args.clip_model_name_or_path,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
@@ -426,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         target_draws=math.ceil(training_args.num_train_epochs) if model_args.teacher_dropout else 1,
         clip_dtype=clip_dtype,
         teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (README: Faithful to the paper: T5 in bf16)
+        **({} if teacher_type == "blip-2" else dict(  # a VLM teacher (README: Beyond the paper)
+            teacher_layer=model_args.teacher_layer, target_pooling=model_args.target_pooling,
+            teacher_prompt=render_prompt(AutoProcessor.from_pretrained(model_args.teacher_model_name_or_path),
+                                         model_args.instruction),
+            teacher_image_size=model_args.teacher_image_size,
+        )),
     )
     extraction_start = time.perf_counter()
     cache, skipped = build_feature_cache(
@@ -442,13 +481,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # ----- model: frozen CLIP + a fresh projection to the teacher's width (PyTorch default init, seeded)
     set_seed(training_args.seed)
-    teacher_dim = Blip2Config.from_pretrained(model_args.teacher_model_name_or_path).text_config.hidden_size
+    teacher_dim = AutoConfig.from_pretrained(model_args.teacher_model_name_or_path).get_text_config().hidden_size
     model = ExpCLIPModel.from_clip(
         model_args.clip_model_name_or_path,
         projection_dim=teacher_dim,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
         instruction=model_args.instruction,
         teacher_dropout=model_args.teacher_dropout,
+        teacher_layer=settings.teacher_layer,
+        target_pooling=settings.target_pooling,
+        teacher_prompt=settings.teacher_prompt,
+        teacher_image_size=settings.teacher_image_size,
     )
     processor = AutoProcessor.from_pretrained(model_args.clip_model_name_or_path, backend="pil")  # README: Reproducing the paper
     if model_args.original_preprocessing:  # the saved folder must preprocess as training did (README: released heads)

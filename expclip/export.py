@@ -13,6 +13,10 @@ prompt embeddings of a label set under some prompt sets, with each prompt's clas
 logits) and the normalised class embeddings, so an app needs only the vision model. The JSON repeats them as plain
 arrays, for JavaScript, which has no safetensors reader.
 
+Backbones whose image embedding is not a bias-free linear map of pooled features (SigLIP, SigLIP 2: an attention-
+pooling head; README: Beyond the paper) cannot absorb W: `--to onnx` writes the Exp-CLIP folder itself and the two
+towers, which run the backbone and then W (transformers.js has no Exp-CLIP model, so no `onnx/model.onnx`).
+
 ONNX: the whole CLIP (`onnx/model.onnx`, what transformers.js's zero-shot-image-classification pipeline loads) and the
 two towers, in the layout transformers.js and the Hub's ONNX repositories use, written by torch.onnx's exporter
 (torch.export-based; it needs `onnxscript`) and checked with ONNX Runtime before the folder is kept. Not
@@ -39,14 +43,15 @@ from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
-from transformers import CLIPModel, CLIPProcessor, PreTrainedConfig
+from transformers import AutoProcessor, CLIPModel, PreTrainedConfig
 
 from configuration_expclip import BASIC_EXPRESSIONS, PROMPT_SETS
 from .inputs import first_line, one_line
 from .outputs import OutputError, check_output_folder, clear_output, mark_output, output_lock
-from modeling_expclip import ExpCLIPModel
+from modeling_expclip import ExpCLIPModel, pack_image_inputs
 
 TARGETS = ("clip", "onnx")
+FOLDABLE_BACKBONES = ("clip", "metaclip_2")  # bias-free visual/text projections: `--to clip` folds W into them
 ONNX_DTYPES = {"float32": "", "float16": "_fp16"}  # file-name suffix transformers.js reads for `dtype: "fp16"`
 DEFAULT_PROMPT_SETS = ("type3", "type5")
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: torch.onnx's torch.export-based exporter needs it
@@ -209,6 +214,29 @@ class VisionTower(nn.Module):
         return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
+class ExpCLIPVisionTower(nn.Module):
+    """pixel_values -> image_embeds (W applied, not normalised) for a backbone that cannot absorb W (SigLIP); SigLIP 2
+    NaFlex takes its pixels packed with their mask and grid shapes (`modeling_expclip.pack_image_inputs`)."""
+
+    def __init__(self, model: ExpCLIPModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.project(self.model.encode_clip_image(pixel_values), normalize=False)
+
+
+class ExpCLIPTextTower(nn.Module):
+    """input_ids, attention_mask -> text_embeds (W applied, not normalised); SigLIP's prompts padded to 64."""
+
+    def __init__(self, model: ExpCLIPModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model.project(self.model.encode_clip_text(input_ids, attention_mask), normalize=False)
+
+
 class TextTower(nn.Module):
     """input_ids, attention_mask -> text_embeds (projected, not normalised), as `CLIPModel.get_text_features`:
     transformers.js's `CLIPTextModelWithProjection` as `onnx/text_model.onnx`."""
@@ -235,6 +263,13 @@ class CLIPWithLogits(nn.Module):
         return tuple(getattr(output, name) for name in MODEL_OUTPUTS)
 
 
+def _is_all_true(self):
+    """ONNX for `aten._is_all_true` (SigLIP 2's shape checks, `torch_compilable_check`): min over the bools."""
+    from onnxscript import opset18 as op
+
+    return op.Cast(op.ReduceMin(op.Cast(self, to=7), keepdims=0), to=9)  # 7: INT64, 9: BOOL
+
+
 def _export_tower(tower: nn.Module, args: tuple, input_names, output_names, dynamic_shapes, path: Path, dtype: str):
     import onnx
 
@@ -248,6 +283,7 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_names, dyna
             program = torch.onnx.export(
                 tower.eval(), args, input_names=input_names, output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+                custom_translation_table={torch.ops.aten._is_all_true.default: _is_all_true},
             )
     finally:
         torch_onnx_log.setLevel(level)
@@ -263,36 +299,42 @@ def _export_tower(tower: nn.Module, args: tuple, input_names, output_names, dyna
     onnx.save_model(proto, str(path), save_as_external_data=big, location=path.name + "_data")
 
 
-def export_onnx(clip: CLIPModel, tokenizer, folder: Path, dtype: str = "float32") -> dict:
+def export_onnx(clip: CLIPModel | ExpCLIPModel, tokenizer, folder: Path, dtype: str = "float32",
+                processor=None) -> dict:
     """`folder/onnx/model{,_fp16}.onnx` (the whole CLIP), `vision_model{,_fp16}.onnx` and `text_model{,_fp16}.onnx`;
-    returns the three paths."""
+    returns their paths. `clip`: the folded stock model, or the Exp-CLIP model itself for a backbone that cannot absorb
+    W (then `processor` gives the example pixels, and there is no model.onnx: transformers.js has no Exp-CLIP model)."""
     onnx_dir = folder / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     suffix = ONNX_DTYPES[dtype]
-    size = clip.config.vision_config.image_size
     batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
-    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx",
-             "model": onnx_dir / f"model{suffix}.onnx"}
+    paths = {"vision": onnx_dir / f"vision_model{suffix}.onnx", "text": onnx_dir / f"text_model{suffix}.onnx"}
+    prompts = ["a face.", "a photo of a face with an expression of happiness."]
+    if isinstance(clip, ExpCLIPModel):
+        vision, text, pixel_values = ExpCLIPVisionTower(clip), ExpCLIPTextTower(clip), probe_pixel_values(processor)
+        tokens = clip.tokenize(tokenizer, prompts)
+        fixed_length = clip.family.text_padding == "max_length"  # SigLIP: always 64 tokens
+    else:
+        size = clip.config.vision_config.image_size
+        vision, text, pixel_values = VisionTower(clip), TextTower(clip), torch.rand(2, 3, size, size)
+        # Two prompts of different lengths, so neither axis is traced as a constant.
+        tokens, fixed_length = tokenizer(prompts, padding=True, return_tensors="pt"), False
+    _export_tower(vision, (pixel_values,), ["pixel_values"], ["image_embeds"], {"pixel_values": {0: batch}},
+                  paths["vision"], dtype)
+    token_axes = {0: batch} if fixed_length else {0: batch, 1: sequence}
     _export_tower(
-        VisionTower(clip), (torch.rand(2, 3, size, size),), ["pixel_values"], ["image_embeds"],
-        {"pixel_values": {0: batch}}, paths["vision"], dtype,
+        text, (tokens["input_ids"], tokens["attention_mask"]), ["input_ids", "attention_mask"],
+        ["text_embeds"], {"input_ids": token_axes, "attention_mask": token_axes}, paths["text"], dtype,
     )
-    # Two prompts of different lengths, so neither axis is traced as a constant.
-    tokens = tokenizer(["a face.", "a photo of a face with an expression of happiness."], padding=True,
-                       return_tensors="pt")
-    _export_tower(
-        TextTower(clip), (tokens["input_ids"], tokens["attention_mask"]), ["input_ids", "attention_mask"],
-        ["text_embeds"], {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
-        paths["text"], dtype,
-    )
-    # Three images and two prompts: the image and text batches stay two separate axes.
-    images = torch.export.Dim("image_batch_size")
-    _export_tower(
-        CLIPWithLogits(clip), (tokens["input_ids"], tokens["attention_mask"], torch.rand(3, 3, size, size)),
-        ["input_ids", "attention_mask", "pixel_values"], MODEL_OUTPUTS,
-        {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}, "pixel_values": {0: images}},
-        paths["model"], dtype,
-    )
+    if not isinstance(clip, ExpCLIPModel):  # the folded stock model
+        paths["model"] = onnx_dir / f"model{suffix}.onnx"
+        # Three images and two prompts: the image and text batches stay two separate axes.
+        images = torch.export.Dim("image_batch_size")
+        _export_tower(
+            CLIPWithLogits(clip), (tokens["input_ids"], tokens["attention_mask"], torch.rand(3, *pixel_values.shape[1:])),
+            ["input_ids", "attention_mask", "pixel_values"], MODEL_OUTPUTS,
+            {"input_ids": token_axes, "attention_mask": token_axes, "pixel_values": {0: images}}, paths["model"], dtype,
+        )
     return paths
 
 
@@ -305,7 +347,10 @@ def probe_pixel_values(processor) -> torch.Tensor:
     first = np.stack([x * 2 % 256, y * 2 % 256, (x + y) % 256], -1).astype(np.uint8)
     second = (255 * (0.5 + 0.5 * np.sin(np.stack([x / 7.0, y / 5.0, (x - y) / 9.0], -1)))).astype(np.uint8)
     images = [Image.fromarray(first), Image.fromarray(second[:80, :60])]
-    return processor(images=images, return_tensors="pt")["pixel_values"]
+    outputs = processor(images=images, return_tensors="pt")
+    if "spatial_shapes" in outputs:  # SigLIP 2 NaFlex: one tensor, as the package's input pipelines give it
+        return pack_image_inputs(outputs["pixel_values"], outputs["pixel_attention_mask"], outputs["spatial_shapes"])
+    return outputs["pixel_values"]
 
 
 def _largest_difference(embeds, expected: torch.Tensor) -> float:
@@ -326,19 +371,21 @@ def verify_export(folder: Path, model: ExpCLIPModel, processor, prompts: list[st
     """Reload what was written and compare its normalised embeddings with Exp-CLIP's: the stock CLIPModel (float32)
     always, ONNX Runtime's towers when exported. Raises ExportError when any difference is over the tolerance."""
     pixel_values = probe_pixel_values(processor)
-    tokens = processor.tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="np")
+    tokens = {key: value.numpy() for key, value in model.tokenize(processor.tokenizer, prompts).items()}
+    differences = {}
     with torch.inference_mode():
         expected_image = model.get_image_features(pixel_values)
         expected_text = model.get_text_features(torch.from_numpy(tokens["input_ids"]),
                                                 torch.from_numpy(tokens["attention_mask"]))
-        clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
-        image = clip.get_image_features(pixel_values=pixel_values).pooler_output
-        text = clip.get_text_features(input_ids=torch.from_numpy(tokens["input_ids"]),
-                                      attention_mask=torch.from_numpy(tokens["attention_mask"])).pooler_output
-    differences = {
-        "CLIPModel image_embeds": _largest_difference(image, expected_image),
-        "CLIPModel text_embeds": _largest_difference(text, expected_text),
-    }
+        if model.config.backbone_type in FOLDABLE_BACKBONES:  # the folded stock model, reloaded
+            from transformers import AutoModel
+
+            clip = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+            image = clip.get_image_features(pixel_values=pixel_values).pooler_output
+            text = clip.get_text_features(input_ids=torch.from_numpy(tokens["input_ids"]),
+                                          attention_mask=torch.from_numpy(tokens["attention_mask"])).pooler_output
+            differences["CLIPModel image_embeds"] = _largest_difference(image, expected_image)
+            differences["CLIPModel text_embeds"] = _largest_difference(text, expected_text)
     if onnx_paths:
         import onnxruntime
 
@@ -352,6 +399,7 @@ def verify_export(folder: Path, model: ExpCLIPModel, processor, prompts: list[st
                                                   "attention_mask": tokens["attention_mask"].astype(np.int64)})[0]
         differences[f"ONNX Runtime image_embeds ({dtype})"] = _largest_difference(image, expected_image)
         differences[f"ONNX Runtime text_embeds ({dtype})"] = _largest_difference(text, expected_text)
+    if onnx_paths and "model" in onnx_paths:
         whole = onnxruntime.InferenceSession(str(onnx_paths["model"]), options, providers=["CPUExecutionProvider"])
         logits_per_image, _, text, image = whole.run(MODEL_OUTPUTS, {
             "input_ids": tokens["input_ids"].astype(np.int64),
@@ -385,7 +433,7 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     base = config.clip_model_name_or_path
     tags = ["exp-clip", "clip", "facial-expression-recognition", "zero-shot-image-classification"]
     if to == "onnx":
-        tags += ["onnx", "transformers.js"]
+        tags += ["onnx", "transformers.js"] if config.backbone_type in FOLDABLE_BACKBONES else ["onnx"]
     data = ModelCardData(
         base_model=_hub_id(base),
         library_name="transformers",
@@ -407,7 +455,20 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
     rows = "\n".join(f"| {key} | {value} |" for key, value in provenance if value is not None)
     labels = ", ".join(f'"{name}"' for name in info["class_names"][:3])
     onnx_files = ""
-    if to == "onnx":
+    foldable = config.backbone_type in FOLDABLE_BACKBONES
+    if to == "onnx" and not foldable:
+        suffix = ONNX_DTYPES[dtype]
+        onnx_files = (
+            f"\n## ONNX\n\n`onnx/vision_model{suffix}.onnx` (`pixel_values` -> `image_embeds`) and "
+            f"`onnx/text_model{suffix}.onnx` (`input_ids`, `attention_mask` -> `text_embeds`), {dtype}: the "
+            f"{config.backbone_type} backbone, then W (not normalised), checked against Exp-CLIP with ONNX Runtime when "
+            "exported. Give them what this folder's processor gives"
+            + (" (SigLIP 2 NaFlex: its pixels, patch mask and grid shapes packed into one tensor by "
+               "`modeling_expclip.pack_image_inputs`)" if config.backbone_type == "siglip2" else "")
+            + ". transformers.js has no Exp-CLIP model, so there is no `onnx/model.onnx`. `text_classifier.json` holds "
+            "the classifier as plain JSON arrays too (`prompt_sets.<name>.arrays`).\n"
+        )
+    elif to == "onnx":
         suffix = ONNX_DTYPES[dtype]
         js_dtype = ', with `dtype: "fp16"`' if suffix else ""
         js_options = ', { dtype: "fp16" }' if suffix else ""
@@ -427,15 +488,25 @@ def model_card(model: ExpCLIPModel, source: str, to: str, dtype: str, info: dict
             "Give it images at the processor's size (`preprocessor_config.json`): its resize is not PIL's. It drops "
             "the end-of-text token of prompts over 77 tokens: keep prompts shorter.\n"
         )
+    if foldable:
+        title, form = "Exp-CLIP as a stock CLIP model", f"""Here W is folded into CLIP's own projections: \
+`visual_projection = W · visual_projection`
+and `text_projection = W · text_projection` (`projection_dim` {config.projection_dim}). The logits are Exp-CLIP's
+(videos too: average the frames' `image_embeds`, then normalise), and the folder is a plain `CLIPModel`: no custom
+code, no `trust_remote_code`."""
+        remote_code = ""
+    else:
+        title, form = "Exp-CLIP with ONNX towers", f"""Its {config.backbone_type} backbone's image embedding \
+comes
+from an attention-pooling head, which cannot absorb W, so this folder is the Exp-CLIP model itself (custom code:
+`trust_remote_code=True`) with ONNX towers that run the backbone and then W (`projection_dim` {config.projection_dim})."""
+        remote_code = ", trust_remote_code=True"
     body = f"""
-# Exp-CLIP as a stock CLIP model
+# {title}
 
 [Exp-CLIP]({ARXIV}) (Zhao, Cao, Gong, Patras, *Enhancing Zero-Shot Facial Expression Recognition by LLM Knowledge
 Transfer*, WACV 2025) trains one bias-free linear map W on top of a frozen CLIP so that CLIP's embeddings of faces
-land where an LLM puts them. Here W is folded into CLIP's own projections: `visual_projection = W · visual_projection`
-and `text_projection = W · text_projection` (`projection_dim` {config.projection_dim}). The logits are Exp-CLIP's
-(videos too: average the frames' `image_embeds`, then normalise), and the folder is a plain `CLIPModel`: no custom
-code, no `trust_remote_code`. Written by `expclip export`.
+land where an LLM puts them. {form} Written by `expclip export`.
 
 ## Use
 
@@ -444,7 +515,7 @@ Use the paper's prompt (type3): `{type3}`
 ```python
 from transformers import pipeline
 
-classifier = pipeline("zero-shot-image-classification", model="path/to/this/folder")
+classifier = pipeline("zero-shot-image-classification", model="path/to/this/folder"{remote_code})
 classifier("face.jpg", candidate_labels=[{labels}, ...],
            hypothesis_template="{type3}")
 ```
@@ -516,7 +587,7 @@ def _write_atomically(output_dir: Path, write) -> None:
 # ----- export ------------------------------------------------------------------------------------------------------
 
 
-def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
+def load_expclip(model: str | None) -> tuple[ExpCLIPModel, object, str]:
     """MODEL (a folder, a Hub id, or None / an alias for the authors' converted head) -> model, processor, folder."""
     from .models import ModelFetchError, resolve_model
 
@@ -543,7 +614,7 @@ def load_expclip(model: str | None) -> tuple[ExpCLIPModel, CLIPProcessor, str]:
         raise ExportError(f"{source}: not an Exp-CLIP model ({found} in its config.json, expected 'expclip')")
     try:
         expclip = ExpCLIPModel.from_pretrained(source, dtype=torch.float32).eval()
-        processor = CLIPProcessor.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise ExportError(f"{source}: cannot load this Exp-CLIP model ({first_line(error)})")
     broken = next((name for name, weight in expclip.named_parameters() if not torch.isfinite(weight).all()), None)
@@ -605,11 +676,15 @@ def export_model(
 
 def _export(model, output_dir: Path, to: str, dtype: str, class_names: list[str], prompt_sets: dict) -> Path:
     expclip, processor, source = load_expclip(model)
+    foldable = expclip.config.backbone_type in FOLDABLE_BACKBONES
+    if to == "clip" and not foldable:
+        raise ExportError(f"{source}: a {expclip.config.backbone_type} backbone cannot absorb the head into a stock "
+                          "model (its image embedding is not a linear projection); use --to onnx")
     try:
         tensors, info = text_classifier_files(expclip, processor.tokenizer, class_names, prompt_sets)
     except ValueError as error:  # unknown prompt set, template without {}, duplicate labels
         raise ExportError(first_line(error))
-    clip = fold_into_clip(expclip)
+    clip = fold_into_clip(expclip) if foldable else expclip  # not foldable: the Exp-CLIP folder itself
     card = model_card(expclip, str(model if model is not None else source), to, dtype, info)
     prompts = [prompt for spec in info["prompt_sets"].values() for class_prompts in spec["prompts"]
                for prompt in class_prompts]
@@ -618,10 +693,14 @@ def _export(model, output_dir: Path, to: str, dtype: str, class_names: list[str]
         clip.save_pretrained(folder)
         processor.save_pretrained(folder)
         processor.image_processor.save_pretrained(folder)  # preprocessor_config.json: what transformers.js reads
+        if not foldable:
+            from .inputs import pin_pil_image_processor
+
+            pin_pil_image_processor(folder)  # README: Reproducing the paper: the Exp-CLIP folder keeps PIL resizing
         save_file(tensors, folder / f"{TEXT_CLASSIFIER}.safetensors", metadata={"format": "pt"})
         (folder / f"{TEXT_CLASSIFIER}.json").write_text(classifier_json(info), encoding="utf-8")
         card.save(folder / "README.md")
-        onnx_paths = export_onnx(clip, processor.tokenizer, folder, dtype) if to == "onnx" else None
+        onnx_paths = export_onnx(clip, processor.tokenizer, folder, dtype, processor) if to == "onnx" else None
         verify_export(folder, expclip, processor, prompts, onnx_paths, dtype)
 
     _write_atomically(output_dir, write)

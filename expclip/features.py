@@ -84,9 +84,21 @@ class FeatureCacheSettings:
     shard_size: int = 4096
     clip_dtype: str = "float32"  # CLIP's precision (train_expclip.py on GPU: bfloat16; float16-mixed, --paper_recipe)
     teacher_dtype: str = "float32"  # precision of the teacher's vision encoder and T5 (bfloat16 on GPU)
+    # VLM teachers (README: Beyond the paper); at these defaults the key is the BLIP-2 + T5 key of before.
+    teacher_layer: int = -1  # hidden_states index of the target (0: embeddings, -1: last layer, final norm)
+    target_pooling: str = "mean"  # "mean" over the prompt's non-padding tokens or its "last" one
+    teacher_prompt: str | None = None  # the VLM's rendered chat-template prompt
+    teacher_image_size: int | None = None  # fixed square side of the VLM's input images (None: its processor's own)
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        for name, default in _NEWER_FIELD_DEFAULTS.items():  # caches written before these fields keep their key
+            if fields[name] == default:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_NEWER_FIELD_DEFAULTS = {"teacher_layer": -1, "target_pooling": "mean", "teacher_prompt": None, "teacher_image_size": None}
 
 
 def resolve_dtype(name: str, device: torch.device | str, paper_recipe: bool = False) -> str:
@@ -188,36 +200,46 @@ class FeatureExtractors:
         from transformers import AutoImageProcessor
 
         from modeling_expclip import ExpCLIPModel
-        from .teacher import ExpCLIPTeacher, load_teacher_image_processor
+        from .teacher import ExpCLIPTeacher, VLMTeacher, load_teacher_image_processor, teacher_model_type
 
         self.settings = settings
         self.device = device
         mixed = settings.clip_dtype == MIXED_PRECISION  # float16 CLIP with float32 LayerNorm, as the original's
         self.clip_dtype = torch.float16 if mixed else getattr(torch, settings.clip_dtype)
-        self.teacher = ExpCLIPTeacher.from_pretrained(
-            settings.teacher_model_name_or_path, settings.instruction, device=device,
-            dtype=getattr(torch, settings.teacher_dtype), dropout=settings.teacher_dropout,
-        )
+        teacher_dtype = getattr(torch, settings.teacher_dtype)
+        if teacher_model_type(settings.teacher_model_name_or_path) == "blip-2":  # the paper's teacher
+            self.teacher = ExpCLIPTeacher.from_pretrained(
+                settings.teacher_model_name_or_path, settings.instruction, device=device, dtype=teacher_dtype,
+                dropout=settings.teacher_dropout,
+            )
+            teacher_inputs = _preprocessing(load_teacher_image_processor(settings.teacher_model_name_or_path), settings)
+        else:  # a VLM (README: Beyond the paper)
+            self.teacher = VLMTeacher.from_pretrained(
+                settings.teacher_model_name_or_path, settings.instruction, device=device, dtype=teacher_dtype,
+                layer=settings.teacher_layer, pooling=settings.target_pooling, image_size=settings.teacher_image_size,
+            )
+            teacher_inputs = self.teacher.inputs
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)
         self.clip = self.clip.to_original_precision() if mixed else self.clip.to(dtype=self.clip_dtype)
         self.clip.to(device=device)
         clip_processor = AutoImageProcessor.from_pretrained(settings.clip_model_name_or_path, backend="pil")
-        self.inputs = ExtractionInputs(
-            _preprocessing(clip_processor, settings),
-            _preprocessing(load_teacher_image_processor(settings.teacher_model_name_or_path), settings),
-        )
+        self.inputs = ExtractionInputs(_preprocessing(clip_processor, settings), teacher_inputs)
 
     @torch.no_grad()
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One batch of the pipeline -> (CLIP image embeddings, `target_draws` teacher targets: fresh dropout masks
-        each, under the quirk), float32 on CPU."""
+    def __call__(self, tensors: dict[str, torch.Tensor], values: list[dict] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One batch of the pipeline (its tensors, and its good items' other values) -> (CLIP image embeddings,
+        `target_draws` teacher targets: fresh dropout masks each, under the quirk), float32 on CPU."""
         clip_pixels = self.inputs.clip.to_device(tensors["clip_pixel_values"], self.device, self.clip_dtype)
-        teacher_pixels = self.inputs.teacher.to_device(tensors["teacher_pixel_values"], self.device)
         rows = len(clip_pixels)
         if rows == 1 and self.device.type == "cpu":  # CPU BLAS multiplies a single row by another kernel (gemv),
-            clip_pixels = clip_pixels.expand(2, -1, -1, -1)  # whose sums differ between processes: use gemm's
+            clip_pixels = clip_pixels.expand(2, *clip_pixels.shape[1:])  # whose sums differ between processes: use gemm's
         clip_image_embeds = self.clip.encode_clip_image(clip_pixels)[:rows].float().cpu()
-        target_draws = [self.teacher(teacher_pixels).float().cpu() for _ in range(self.settings.target_draws)]
+        if isinstance(self.inputs.teacher, ImagePreprocessing):
+            teacher_pixels = self.inputs.teacher.to_device(tensors["teacher_pixel_values"], self.device)
+            target_draws = [self.teacher(teacher_pixels).float().cpu() for _ in range(self.settings.target_draws)]
+        else:  # a VLM in eval mode: one deterministic target per image
+            target_embeds = self.teacher(self.teacher.collate([value["teacher_inputs"] for value in values])).cpu()
+            target_draws = [target_embeds] * self.settings.target_draws
         return clip_image_embeds, target_draws
 
 
@@ -234,14 +256,18 @@ def _preprocessing(image_processor, settings: FeatureCacheSettings) -> ImagePrep
 
 @dataclass(frozen=True)
 class ExtractionInputs:
-    """Runs in a pipeline worker: one training image -> each model's pixels (exactly its image processor's output)."""
+    """Runs in a pipeline worker: one training image -> each model's inputs (exactly its processor's output): the
+    backbone's pixels, BLIP-2's pixels or a VLM's whole prompt."""
 
     clip: ImagePreprocessing
-    teacher: ImagePreprocessing
+    teacher: object  # ImagePreprocessing (BLIP-2) or teacher.VLMTeacherInputs
 
     def __call__(self, item: ImageItem) -> dict:
         image = read_image(item)  # InputError names the item
-        return {"clip_pixel_values": self.clip([image]), "teacher_pixel_values": self.teacher([image])}
+        clip = {"clip_pixel_values": self.clip([image])}  # SigLIP 2 NaFlex: packed with its mask and grid shapes
+        if isinstance(self.teacher, ImagePreprocessing):
+            return {**clip, "teacher_pixel_values": self.teacher([image])}
+        return {**clip, "teacher_inputs": self.teacher(image)}  # not a tensor: kept per item, collated by the teacher
 
 
 def _item_name(item: ImageItem) -> str:
@@ -292,7 +318,7 @@ def _computed_shards(shards: dict[int, list[ImageItem]], extractors: FeatureExtr
             good, clip_rows, target_rows, skipped = [], [], [[] for _ in range(draws)], []
         skipped += [prepared.error for prepared in batch.errors]  # never die on one bad file: skip, count, list it
         if batch.tensors:
-            clip_image_embeds, target_draws = extractors(batch.tensors)
+            clip_image_embeds, target_draws = extractors(batch.tensors, [prepared.value for prepared in batch.good])
             good += [items[prepared.index] for prepared in batch.good]
             clip_rows.append(clip_image_embeds)
             for rows, target_embeds in zip(target_rows, target_draws):

@@ -346,11 +346,16 @@ class ImagePreprocessing:
         settings = dict(self.settings)
         if self.normalize_on_device:
             settings.update(do_rescale=False, do_normalize=False)
-        # channels_last stated outright: a 1x1 or 3x3 image is otherwise taken as channels-first.
         import torch
 
-        pixel_values = self.image_processor(images=[np.asarray(image) for image in images], return_tensors="pt",
-                                            input_data_format="channels_last", **settings)["pixel_values"]
+        # channels_last stated outright: a 1x1 or 3x3 image is otherwise taken as channels-first.
+        outputs = self.image_processor(images=[np.asarray(image) for image in images], return_tensors="pt",
+                                       input_data_format="channels_last", **settings)
+        if "spatial_shapes" in outputs:  # SigLIP 2 NaFlex: its patch mask and grid shapes travel inside the tensor
+            from modeling_expclip import pack_image_inputs
+
+            return pack_image_inputs(outputs["pixel_values"], outputs["pixel_attention_mask"], outputs["spatial_shapes"])
+        pixel_values = outputs["pixel_values"]
         return pixel_values.round().clamp(0, 255).to(torch.uint8) if self.normalize_on_device else pixel_values
 
     def to_device(self, pixel_values: torch.Tensor, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:

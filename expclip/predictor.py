@@ -377,7 +377,7 @@ class ExpCLIPPredictor:
         start = time.perf_counter()
         pixel_values = self.preprocess.to_device(pixel_values, self.model.projection.weight.device)
         logits = self.model.classify(pixel_values, self.classifier, self.use_projection, self.batch_size)
-        probs = logits.float().softmax(-1).cpu().numpy()
+        probs = self.model.zero_shot_probabilities(logits, self.classifier).cpu().numpy()
         self.timings["model"] += time.perf_counter() - start
         return probs
 

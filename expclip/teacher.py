@@ -1,4 +1,5 @@
-"""The LLM teacher of Exp-CLIP (README: Faithful to the paper): one L2-normalised target vector per face image from BLIP-2's T5 encoder.
+"""The LLM teacher of Exp-CLIP (README: Faithful to the paper): one L2-normalised target vector per face image from BLIP-2's T5 encoder,
+or (README: Beyond the paper) from any open VLM of TEACHER_FAMILIES.
 
     image -> vision encoder -> Q-Former (32 queries) -> language projection   # 32 "visual tokens" in T5's space
           -> [visual tokens ; T5 embeddings of the instruction + </s>] -> T5 ENCODER (final layer norm included)
@@ -10,6 +11,8 @@ own modules and only the tensors it needs are read from the checkpoint's safeten
 """
 
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +25,37 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 
 from configuration_expclip import INSTRUCTION
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_TEACHER = "Salesforce/blip2-flan-t5-xxl"
+# Teacher model_type -> what it is (README: Beyond the paper). "blip-2" is the paper's BLIP-2 + T5 (ExpCLIPTeacher); the
+# others are VLMs of AutoModelForImageTextToText, read by VLMTeacher.
+TEACHER_FAMILIES = {
+    "blip-2": "BLIP-2 + T5 (the paper)",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+    "smolvlm": "SmolVLM",
+    "idefics3": "Idefics3",
+    "gemma3": "Gemma 3",
+    "llava_onevision": "LLaVA-OneVision",
+    "internvl": "InternVL",
+}
+TARGET_POOLINGS = ("mean", "last")
+
+
+class UnsupportedTeacherError(ValueError):
+    """A teacher checkpoint whose model_type is not in TEACHER_FAMILIES."""
+
+
+def teacher_model_type(name_or_path: str) -> str:
+    """The teacher checkpoint's model_type (reads config.json only); raises UnsupportedTeacherError (one line)."""
+    from transformers import PreTrainedConfig
+
+    model_type = PreTrainedConfig.get_config_dict(name_or_path)[0].get("model_type")
+    if model_type not in TEACHER_FAMILIES:
+        raise UnsupportedTeacherError(f"{name_or_path}: unsupported teacher model_type {model_type!r}; supported: "
+                                      f"{', '.join(TEACHER_FAMILIES)}")
+    return model_type
 TIED_EMBEDDINGS = "language_model.encoder.embed_tokens.weight"  # T5 ties it to `shared`; checkpoints store one copy
 
 
@@ -154,3 +187,129 @@ def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dty
                 keep_fp32 = key.startswith(("qformer.", "query_tokens"))
                 tensors[key] = f.get_tensor(source_key[key]).to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
     return tensors
+
+
+# ----- VLM teachers (README: Beyond the paper) ------------------------------------------------------------------------
+
+
+def render_prompt(processor, instruction: str = INSTRUCTION) -> str:
+    """One user turn, the image first, then the instruction, rendered by the processor's own chat template with
+    `add_generation_prompt=True` (including any system turn the template adds); without a chat template, the
+    processor's image token followed by the instruction (logged once)."""
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    image_token = getattr(processor, "boi_token", None) or processor.image_token
+    logger.warning(f"the teacher's processor has no chat template: using the plain prompt {image_token!r} + instruction")
+    return image_token + instruction
+
+
+@dataclass(frozen=True)
+class VLMTeacherInputs:
+    """Runs in a pipeline worker: one RGB image -> the processor's own outputs for the rendered prompt (every key the
+    processor returns: Qwen2.5-VL's `mm_token_type_ids`, Gemma 3's `token_type_ids`, `image_grid_thw`, ...)."""
+
+    processor: object
+    prompt: str
+    image_size: int | None = None  # a fixed square side for every image (dynamic-resolution models: one shape)
+
+    def __call__(self, image) -> dict:
+        if self.image_size:
+            image = image.resize((self.image_size, self.image_size), resample=3)  # bicubic, PIL
+        inputs = self.processor(text=[self.prompt], images=[image], return_tensors="pt")
+        return {key: value for key, value in inputs.items() if hasattr(value, "shape")}
+
+
+class VLMTeacher(nn.Module):
+    """A VLM's language model read at `hidden_states[layer]` over the rendered prompt of each image: pooled by `mean`
+    (every non-padding token, as the paper averages T5's input positions) or `last` (the last non-padding token, as
+    E5-V and VLM2Vec), cast to float32 and L2-normalised. The base model only (`AutoModel`: no LM head, no generation)."""
+
+    def __init__(self, model, processor, prompt: str, layer: int = -1, pooling: str = "mean",
+                 image_size: int | None = None):
+        super().__init__()
+        if pooling not in TARGET_POOLINGS:
+            raise ValueError(f"target_pooling must be one of {', '.join(TARGET_POOLINGS)}, got {pooling!r}")
+        self.model, self.processor, self.prompt = model, processor, prompt
+        self.layer, self.pooling, self.image_size = layer, pooling, image_size
+        self.inputs = VLMTeacherInputs(processor, prompt, image_size)
+
+    @property
+    def target_dim(self) -> int:
+        """Width of the targets: the language model's hidden size."""
+        return self.model.config.get_text_config().hidden_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, instruction: str = INSTRUCTION, device=None, dtype=None,
+                        layer: int = -1, pooling: str = "mean", image_size: int | None = None) -> "VLMTeacher":
+        """bfloat16 on GPU, float32 on CPU; weights read onto the meta-built base model (the LM head is never built)."""
+        from transformers import AutoModel, AutoProcessor
+        from transformers.utils import is_torchvision_available
+        from transformers.utils import logging as hf_logging
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path)
+        except (ImportError, ValueError) as error:
+            if not is_torchvision_available():  # their video processors need it
+                raise ImportError(f"{name_or_path}: this VLM's processor needs torchvision: "
+                                  f"pip install torchvision==0.29.1 (with torch==2.14.1)") from error
+            raise
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the checkpoint's LM head is reported as unused: by design
+        try:
+            model = AutoModel.from_pretrained(name_or_path, dtype=dtype).to(device)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.requires_grad_(False).eval()
+        return cls(model, processor, render_prompt(processor, instruction), layer, pooling, image_size)
+
+    def collate(self, items: list[dict]) -> dict:
+        """Per-image processor outputs -> one batch: token tensors padded as the processor's tokenizer pads,
+        everything else concatenated (one image per row, so pixel rows follow input rows)."""
+        tokenizer = self.processor.tokenizer
+        token_keys = [k for k in items[0] if items[0][k].dim() == 2 and items[0][k].shape[0] == 1
+                      and k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")]
+        lengths = {item["input_ids"].shape[1] for item in items}
+        batch = {}
+        if len(lengths) == 1:
+            for key in token_keys:
+                batch[key] = torch.cat([item[key] for item in items])
+        else:
+            longest = max(lengths)
+            for key in token_keys:
+                fill = tokenizer.pad_token_id if key == "input_ids" else 0
+                rows = []
+                for item in items:
+                    missing = longest - item[key].shape[1]
+                    pad = (missing, 0) if tokenizer.padding_side == "left" else (0, missing)
+                    rows.append(F.pad(item[key], pad, value=fill))
+                batch[key] = torch.cat(rows)
+        for key in items[0]:
+            if key not in batch:
+                batch[key] = torch.cat([item[key] for item in items])
+        return batch
+
+    @torch.no_grad()
+    def forward(self, inputs: dict) -> torch.Tensor:
+        """A collated batch of processor outputs -> (batch, target_dim) float32, L2-normalised."""
+        device = self.model.device
+        inputs = {key: value.to(device=device, dtype=self.dtype if value.is_floating_point() else value.dtype)
+                  for key, value in inputs.items()}
+        outputs = self.model(**inputs, output_hidden_states=self.layer != -1, use_cache=False)
+        # hidden_states as transformers returns them: 0 the embeddings, -1 the last layer after the final norm
+        # (= last_hidden_state, read without keeping every layer).
+        states = outputs.last_hidden_state if self.layer == -1 else outputs.hidden_states[self.layer]
+        states = states.float()
+        mask = inputs["attention_mask"].to(states.device)
+        if self.pooling == "mean":  # every non-padding token of the prompt (README: Beyond the paper)
+            pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        else:  # the last non-padding token
+            last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+            pooled = states[torch.arange(len(states), device=states.device), last]
+        return F.normalize(pooled, dim=-1)

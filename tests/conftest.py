@@ -49,6 +49,7 @@ def tiny_expclip_dir(tmp_path_factory, tiny_clip_dir) -> Path:
     """A complete Exp-CLIP Hub folder around the tiny CLIP: safetensors, config with auto_map, code, processor."""
     from transformers import AutoProcessor
 
+    from expclip.inputs import pin_pil_image_processor
     from modeling_expclip import ExpCLIPModel
 
     folder = tmp_path_factory.mktemp("tiny-expclip")
@@ -56,6 +57,7 @@ def tiny_expclip_dir(tmp_path_factory, tiny_clip_dir) -> Path:
     model = ExpCLIPModel.from_clip(str(tiny_clip_dir), projection_dim=32)
     model.save_pretrained(folder)
     AutoProcessor.from_pretrained(tiny_clip_dir).save_pretrained(folder)
+    pin_pil_image_processor(folder)  # as train_expclip.py and convert save one: PIL resizing with torchvision installed
     return folder
 
 

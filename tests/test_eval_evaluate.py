@@ -133,7 +133,7 @@ def test_baseline_clip_predictions_are_plain_clip_zero_shot(image_run, tiny_clip
 
     _, results, _, prepared = image_run
     clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
-    processor = CLIPProcessor.from_pretrained(tiny_clip_dir)
+    processor = CLIPProcessor.from_pretrained(tiny_clip_dir, backend="pil")
     dataset = datasets.load_from_disk(str(prepared))
     prompts = [f"a photo of a face with an expression of {c}." for c in results["class_names"]]
     images = [Image.open(row["path"]).convert("RGB") for row in dataset]

@@ -34,7 +34,7 @@ FRESH_PROCESS = HIDE_EXPCLIP + textwrap.dedent(
 
     folder, labels, template, photo, frames = sys.argv[1], sys.argv[2].split(","), sys.argv[3], sys.argv[4], sys.argv[5:]
     model = CLIPModel.from_pretrained(folder).eval()
-    processor = AutoProcessor.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder, backend="pil")  # the PIL resize Exp-CLIP folders keep
     classifier = pipeline("zero-shot-image-classification", model=folder)
     scores = classifier(photo, candidate_labels=labels, hypothesis_template=template)
     pixel_values = processor(images=[Image.open(f).convert("RGB") for f in frames], return_tensors="pt")["pixel_values"]

@@ -63,9 +63,9 @@ def test_rows_hold_each_images_clip_embedding_and_teacher_target(small_dir, sett
     image = load_image(small_dir / "05.png")
     assert row["image"] == str(small_dir / "05.png")
     clip = ExpCLIPModel.from_clip(str(tiny_clip_dir), projection_dim=24)
-    clip_pixels = AutoImageProcessor.from_pretrained(tiny_clip_dir)([image], return_tensors="pt").pixel_values
+    clip_pixels = AutoImageProcessor.from_pretrained(tiny_clip_dir, backend="pil")([image], return_tensors="pt").pixel_values
     teacher = ExpCLIPTeacher.from_pretrained(str(tiny_blip2_dir), device="cpu")
-    teacher_pixels = AutoImageProcessor.from_pretrained(tiny_blip2_dir)([image], return_tensors="pt").pixel_values
+    teacher_pixels = AutoImageProcessor.from_pretrained(tiny_blip2_dir, backend="pil")([image], return_tensors="pt").pixel_values
     with torch.no_grad():
         torch.testing.assert_close(row["clip_image_embeds"], clip.encode_clip_image(clip_pixels)[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(row["target_embeds"], teacher(teacher_pixels)[0], atol=1e-5, rtol=1e-4)
@@ -138,7 +138,7 @@ def test_a_datasets_imagefolder_gives_the_same_vectors_as_the_folder(small_dir, 
 
 def test_original_preprocessing_is_a_square_bilinear_resize_to_raw_pixels(tiny_clip_dir, photo_dir):
     image = load_image(photo_dir / "astronaut.jpg")
-    processor = AutoImageProcessor.from_pretrained(tiny_clip_dir)
+    processor = AutoImageProcessor.from_pretrained(tiny_clip_dir, backend="pil")
     quirk = pixel_values(processor, [image], original_preprocessing=True)[0]
     expected = np.asarray(image.resize((32, 32), Image.BILINEAR), dtype=np.float32) / 255.0
     np.testing.assert_allclose(quirk.permute(1, 2, 0).numpy(), expected, atol=1e-6)

@@ -17,7 +17,7 @@ from expclip.teacher import ExpCLIPTeacher
 @pytest.fixture(scope="module")
 def photos_pixels(tiny_blip2_dir, photo_dir):
     images = [load_image(path) for path in sorted(photo_dir.iterdir())]
-    return AutoImageProcessor.from_pretrained(tiny_blip2_dir)(images, return_tensors="pt").pixel_values
+    return AutoImageProcessor.from_pretrained(tiny_blip2_dir, backend="pil")(images, return_tensors="pt").pixel_values
 
 
 @pytest.fixture(scope="module")
