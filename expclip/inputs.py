@@ -458,7 +458,7 @@ def _init_worker(worker_init_fn: Callable[[int], None] | None, worker_id: int) -
     import shutil
 
     if len(multiprocessing.util.get_temp_dir()) > MAX_SOCKET_FOLDER and os.access("/tmp", os.W_OK):
-        short = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
+        short = tempfile.mkdtemp(prefix="expclip-pymp-", dir="/tmp")
         # where get_temp_dir() keeps its folder (this process only), removed at exit as its own folder is
         multiprocessing.process.current_process()._config["tempdir"] = short
         multiprocessing.util.Finalize(None, shutil.rmtree, args=[short], exitpriority=-100)

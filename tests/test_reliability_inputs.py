@@ -6,7 +6,6 @@ import os
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,17 +121,16 @@ def test_a_folder_of_frames_that_are_all_0_bytes_is_one_line_naming_it(tmp_path,
     assert line.endswith("folder of frames holds no images (3 empty files)")
 
 
-def test_predict_with_workers_under_a_deep_temp_folder_works_and_leaves_no_socket_folder(tmp_path, photo_dir,
-                                                                                            tiny_expclip_dir):
+def test_predict_with_workers_under_a_deep_temp_folder_works_and_leaves_nothing_there(tmp_path, photo_dir,
+                                                                                     tiny_expclip_dir):
     # workers hand tensors back through a Unix socket made in the temp folder: its path may be at most 107 bytes
     deep = tmp_path / ("d" * 90)
     deep.mkdir()
-    before = set(Path("/tmp").glob("pymp-*"))
     result = run_command(*EXPCLIP, "predict", photo_dir / "astronaut.jpg", "--workers", "1", "--model",
-                         tiny_expclip_dir, "--format", "json", env={"TMPDIR": str(deep)})
+                         tiny_expclip_dir, "--format", "json", env={"TMPDIR": str(deep)}, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert json.loads(result.stdout)[0]["label"]
-    assert set(Path("/tmp").glob("pymp-*")) <= before and list(deep.iterdir()) == []
+    assert list(deep.iterdir()) == []
 
 
 def test_a_newline_in_a_file_name_stays_on_its_table_row():
