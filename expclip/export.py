@@ -614,7 +614,7 @@ def load_expclip(model: str | None) -> tuple[ExpCLIPModel, object, str]:
         raise ExportError(f"{source}: not an Exp-CLIP model ({found} in its config.json, expected 'expclip')")
     try:
         expclip = ExpCLIPModel.from_pretrained(source, dtype=torch.float32).eval()
-        processor = AutoProcessor.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source, backend="pil")  # PIL's resize, old folders too
     except (OSError, ValueError) as error:
         raise ExportError(f"{source}: cannot load this Exp-CLIP model ({first_line(error)})")
     broken = next((name for name, weight in expclip.named_parameters() if not torch.isfinite(weight).all()), None)

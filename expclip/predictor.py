@@ -346,7 +346,8 @@ class ExpCLIPPredictor:
         if detector and detector not in DETECTORS:  # a wrong name fails now; the detector itself loads on first use
             raise DetectorError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
         folder = resolve_model(model)
-        processor = AutoProcessor.from_pretrained(folder)
+        # PIL's resize even for a folder saved before the pin, whose config names CLIPImageProcessor (README: Reproducing the paper)
+        processor = AutoProcessor.from_pretrained(folder, backend="pil")
         mixed = dtype == MIXED_PRECISION  # the original's GPU precision: float16 CLIP, float32 LayerNorm and head
         network = ExpCLIPModel.from_pretrained(folder, dtype=torch.float32 if mixed else getattr(torch, dtype))
         network = (network.to_original_precision() if mixed else network).to(torch.device(device))

@@ -102,6 +102,21 @@ def test_saved_folder_keeps_pil_preprocessing_with_torchvision_installed(family,
     assert type(AutoProcessor.from_pretrained(expclip_dirs[family]).image_processor).__name__.endswith("Pil")
 
 
+def test_predictor_of_a_folder_saved_before_the_pil_pin_resizes_with_pil(tiny_expclip_dir, tmp_path):
+    """A folder saved before the pin names CLIPImageProcessor, which transformers gives its torchvision backend
+    when torchvision is installed; the predictor (as evaluate and export) still loads the PIL one."""
+    from expclip.predictor import ExpCLIPPredictor
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_expclip_dir, old)
+    processor_config = json.loads((old / "processor_config.json").read_text())
+    processor_config["image_processor"]["image_processor_type"] = "CLIPImageProcessor"
+    (old / "processor_config.json").write_text(json.dumps(processor_config))
+    assert not type(AutoProcessor.from_pretrained(old).image_processor).__name__.endswith("Pil")  # the trap
+    predictor = ExpCLIPPredictor.from_pretrained(str(old), device="cpu", detector=None, workers=0)
+    assert type(predictor.processor.image_processor).__name__ == "CLIPImageProcessorPil"
+
+
 def test_folder_saved_before_siglip_support_loads(tiny_expclip_dir, tmp_path):
     """Older folders name the backbone config `clip_config`; they load and score as before."""
     old = tmp_path / "old"

@@ -297,7 +297,7 @@ def load_model(model_path: str, dtype: str, device: str):
         mixed = dtype == MIXED_PRECISION
         model = ExpCLIPModel.from_pretrained(model_path, dtype=torch.float32 if mixed else getattr(torch, dtype))
         model = model.to_original_precision() if mixed else model
-        processor = AutoProcessor.from_pretrained(model_path)
+        processor = AutoProcessor.from_pretrained(model_path, backend="pil")  # PIL's resize, old folders too
     except (OSError, ValueError) as error:
         raise EvaluateError(f"{model_path}: cannot load the model and its processor ({first_line(error)})")
     return model.to(device).eval(), processor
