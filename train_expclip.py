@@ -575,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                                 commit_message="Exp-CLIP projection head", ignore_patterns=["checkpoint-*", MARKER])
             logger.info("pushed to %s", url)
     state.wait_for_everyone()
+    state.destroy_process_group()  # left to exit, gloo's threads can abort the process (SIGABRT) after the work
     return 0
 
 

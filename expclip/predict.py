@@ -489,7 +489,9 @@ def _run_sharded(args, state, predictor, inputs, dataset, shards, kept) -> int:
             if args.debug:
                 raise
             status = _fail(f"{one_line(error)}; the shards are kept in {folder.path}: rerun with --resume", 1)
-    return _broadcast(status)
+    status = _broadcast(status)
+    state.destroy_process_group()  # left to exit, gloo's threads can abort the process (SIGABRT) after the work
+    return status
 
 
 def _write_outputs(args, class_names: list[str], entries: list[list[dict]], dataset) -> None:
