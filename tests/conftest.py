@@ -117,6 +117,15 @@ def original_rule(num_frames, num_segments=16):
     return [int(tick / 2 + tick * k) for k in range(num_segments)]
 
 
+def one_line_error(result) -> str:
+    """The command failed with exactly one line on stderr and no traceback; returns that line."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run a command the way a user would: a real subprocess, text output captured."""
     full_env = dict(os.environ, **(env or {}))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, REPO_ROOT, run_command
+from conftest import EXPCLIP, HIDE_EXPCLIP, PROJECTION_DIM, REPO_ROOT, one_line_error, run_command
 from PIL import Image
 from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor
 
@@ -49,15 +49,6 @@ FRESH_PROCESS = HIDE_EXPCLIP + textwrap.dedent(
     }))
     """
 )
-
-
-def one_line_error(result) -> str:
-    """The command failed with exactly one line on stderr and no traceback; returns that line."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

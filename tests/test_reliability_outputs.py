@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_command
+from conftest import one_line_error, run_command
 from PIL import Image
 
 EXPCLIP = [sys.executable, "-m", "expclip"]
@@ -20,13 +20,6 @@ def checksums(folder: Path) -> dict:
     """Every file under `folder` (hidden ones too) -> its SHA-256."""
     return {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def one_line_error(result) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # ----- export --overwrite: the data-loss case -------------------------------------------------------------------------

@@ -9,18 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_command
+from conftest import REPO_ROOT, one_line_error, run_command
 from PIL import Image
 
 EXPCLIP = [sys.executable, "-m", "expclip"]
 YUNET_FILE = REPO_ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
-
-
-def one_line_error(result) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
