@@ -3,7 +3,6 @@ objects that are not images get one-line error records, a head that cannot tell 
 YuNet's non-finite boxes are dropped, and `--workers 0 / 1 / 4` give identical records over the README's input table."""
 
 import json
-import os
 import sys
 
 import numpy as np
