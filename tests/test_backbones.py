@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, pipeline
 
-from conftest import REPO_ROOT, run_command
+from conftest import HIDE_TORCHVISION, REPO_ROOT, run_command
 from tiny_backbones import BACKBONE_BUILDERS
 
 from expclip.inputs import pin_pil_image_processor
@@ -139,20 +139,6 @@ def test_unsupported_backbone_is_refused_in_one_line(tmp_path):
     BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"unsupported backbone model_type 'bert'; supported: clip, metaclip_2, siglip, siglip2$"):
         ExpCLIPModel.from_clip(str(tmp_path), projection_dim=8)
-
-
-HIDE_TORCHVISION = textwrap.dedent(
-    """
-    import importlib.machinery, sys
-
-    class HideTorchvision(importlib.machinery.PathFinder):
-        @classmethod
-        def find_spec(cls, name, path=None, target=None):
-            return None if name.split(".")[0] == "torchvision" else super().find_spec(name, path, target)
-
-    sys.meta_path = [HideTorchvision if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
-    """
-)
 
 
 def test_clip_and_siglip_run_without_torchvision(expclip_dirs, photo_dir):
