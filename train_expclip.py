@@ -62,7 +62,17 @@ from expclip.inputs import (
 )
 from modeling_expclip import BACKBONE_FAMILIES, ExpCLIPModel, contrastive_loss
 from expclip.outputs import MARKER, OutputError, check_apart, check_output_folder, clear_output, mark_output
-from expclip.teacher import DEFAULT_TEACHER, TARGET_POOLINGS, UnsupportedTeacherError, render_prompt, teacher_model_type
+from expclip.teacher import (
+    DEFAULT_TEACHER,
+    PLAIN_PROMPT_NOTE,
+    TARGET_POOLINGS,
+    MissingDependencyError,
+    UnsupportedTeacherError,
+    has_chat_template,
+    load_vlm_processor,
+    render_prompt,
+    teacher_model_type,
+)
 
 logger = logging.getLogger("train_expclip")
 
@@ -405,10 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     check_apart(data_args.feature_cache_dir, "--feature_cache_dir", {
         "--train_dir": data_args.train_dir, "--dataset_data_dir": data_args.dataset_data_dir,
         "--output_dir": training_args.output_dir})
+    teacher_processor = None
     try:  # supported families only, before anything is loaded (reads the two config.json files)
         backbone_type = transformers.PreTrainedConfig.get_config_dict(model_args.clip_model_name_or_path)[0].get("model_type")
         teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
-    except UnsupportedTeacherError as error:
+        if teacher_type != "blip-2":  # a VLM: its processor (most need torchvision), before any weights
+            teacher_processor = load_vlm_processor(model_args.teacher_model_name_or_path)
+    except (UnsupportedTeacherError, MissingDependencyError) as error:
         print(f"train_expclip: error: {error}", file=sys.stderr)
         return 2
     except OSError:  # config.json unreadable here (offline, no such model): loading says so, after the images' checks
@@ -447,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if teacher_type is None:  # its config.json was unreadable before the images' checks: its error is now the run's
         teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
+    if teacher_type != "blip-2":  # a VLM teacher (README: Beyond the paper): its prompt, rendered once for the run
+        teacher_processor = teacher_processor or load_vlm_processor(model_args.teacher_model_name_or_path)
+        if not has_chat_template(teacher_processor) and state.is_main_process:
+            logger.warning(PLAIN_PROMPT_NOTE)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=model_args.clip_model_name_or_path,
         teacher_model_name_or_path=model_args.teacher_model_name_or_path,
@@ -461,8 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dtype=resolve_dtype("auto", state.device),  # the teacher's own default (README: Faithful to the paper: T5 in bf16)
         **({} if teacher_type == "blip-2" else dict(  # a VLM teacher (README: Beyond the paper)
             teacher_layer=model_args.teacher_layer, target_pooling=model_args.target_pooling,
-            teacher_prompt=render_prompt(AutoProcessor.from_pretrained(model_args.teacher_model_name_or_path),
-                                         model_args.instruction),
+            teacher_prompt=render_prompt(teacher_processor, model_args.instruction),
             teacher_image_size=model_args.teacher_image_size,
         )),
     )
@@ -582,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (InputError, OutputError, OSError) as error:  # bad data, output or checkpoint: one line, no traceback
+    except (InputError, OutputError, OSError, MissingDependencyError) as error:  # bad input, output or setup: one line
         print(f"train_expclip: error: {first_line(error)}", file=sys.stderr)
         sys.exit(2)
     except pickle.PicklingError as error:  # `datasets` hashes objects with dill to fingerprint them; it can fail

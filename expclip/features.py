@@ -217,6 +217,7 @@ class FeatureExtractors:
             self.teacher = VLMTeacher.from_pretrained(
                 settings.teacher_model_name_or_path, settings.instruction, device=device, dtype=teacher_dtype,
                 layer=settings.teacher_layer, pooling=settings.target_pooling, image_size=settings.teacher_image_size,
+                prompt=settings.teacher_prompt,  # the prompt the cache key names, when the caller rendered it
             )
             teacher_inputs = self.teacher.inputs
         self.clip = ExpCLIPModel.from_clip(settings.clip_model_name_or_path, projection_dim=self.teacher.target_dim)

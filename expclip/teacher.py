@@ -47,6 +47,10 @@ class UnsupportedTeacherError(ValueError):
     """A teacher checkpoint whose model_type is not in TEACHER_FAMILIES."""
 
 
+class MissingDependencyError(ImportError):
+    """A teacher whose processor needs a package that is not installed (one line saying what to install)."""
+
+
 def teacher_model_type(name_or_path: str) -> str:
     """The teacher checkpoint's model_type (reads config.json only); raises UnsupportedTeacherError (one line)."""
     from transformers import PreTrainedConfig
@@ -192,16 +196,36 @@ def _read_tensors(name_or_path: str, needed: set[str], device: torch.device, dty
 # ----- VLM teachers (README: Beyond the paper) ------------------------------------------------------------------------
 
 
+PLAIN_PROMPT_NOTE = "the teacher's processor has no chat template: using the plain prompt (its image token, then the instruction)"
+
+
+def load_vlm_processor(name_or_path: str):
+    """The VLM's own `AutoProcessor`; raises MissingDependencyError (one line) where it needs torchvision (the video
+    processors of Qwen2/2.5/3-VL, SmolVLM, LLaVA-OneVision, InternVL do) and torchvision is not installed."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    try:
+        return AutoProcessor.from_pretrained(name_or_path)
+    except (ImportError, ValueError) as error:
+        if not is_torchvision_available():
+            raise MissingDependencyError(f"{name_or_path}: this VLM's processor needs torchvision: "
+                                         f"pip install torchvision==0.29.1 (with torch==2.14.1)") from error
+        raise
+
+
+def has_chat_template(processor) -> bool:
+    return bool(getattr(processor, "chat_template", None))
+
+
 def render_prompt(processor, instruction: str = INSTRUCTION) -> str:
     """One user turn, the image first, then the instruction, rendered by the processor's own chat template with
-    `add_generation_prompt=True` (including any system turn the template adds); without a chat template, the
-    processor's image token followed by the instruction (logged once)."""
-    if getattr(processor, "chat_template", None):
+    `add_generation_prompt=True` (including any system turn the template adds); without a chat template
+    (`has_chat_template`), the processor's image token followed by the instruction (callers say so: PLAIN_PROMPT_NOTE)."""
+    if has_chat_template(processor):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    image_token = getattr(processor, "boi_token", None) or processor.image_token
-    logger.warning(f"the teacher's processor has no chat template: using the plain prompt {image_token!r} + instruction")
-    return image_token + instruction
+    return (getattr(processor, "boi_token", None) or processor.image_token) + instruction
 
 
 @dataclass(frozen=True)
@@ -245,21 +269,20 @@ class VLMTeacher(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, instruction: str = INSTRUCTION, device=None, dtype=None,
-                        layer: int = -1, pooling: str = "mean", image_size: int | None = None) -> "VLMTeacher":
-        """bfloat16 on GPU, float32 on CPU; weights read onto the meta-built base model (the LM head is never built)."""
-        from transformers import AutoModel, AutoProcessor
-        from transformers.utils import is_torchvision_available
+                        layer: int = -1, pooling: str = "mean", image_size: int | None = None,
+                        prompt: str | None = None) -> "VLMTeacher":
+        """bfloat16 on GPU, float32 on CPU; weights read onto the meta-built base model (the LM head is never built).
+        `prompt`: the prompt already rendered from this processor and `instruction` (default: rendered here)."""
+        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        try:
-            processor = AutoProcessor.from_pretrained(name_or_path)
-        except (ImportError, ValueError) as error:
-            if not is_torchvision_available():  # their video processors need it
-                raise ImportError(f"{name_or_path}: this VLM's processor needs torchvision: "
-                                  f"pip install torchvision==0.29.1 (with torch==2.14.1)") from error
-            raise
+        processor = load_vlm_processor(name_or_path)
+        if prompt is None:
+            prompt = render_prompt(processor, instruction)
+            if not has_chat_template(processor):
+                logger.warning(PLAIN_PROMPT_NOTE)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the checkpoint's LM head is reported as unused: by design
         try:
@@ -267,7 +290,7 @@ class VLMTeacher(nn.Module):
         finally:
             hf_logging.set_verbosity(verbosity)
         model.requires_grad_(False).eval()
-        return cls(model, processor, render_prompt(processor, instruction), layer, pooling, image_size)
+        return cls(model, processor, prompt, layer, pooling, image_size)
 
     def collate(self, items: list[dict]) -> dict:
         """Per-image processor outputs -> one batch: token tensors padded as the processor's tokenizer pads,

@@ -126,6 +126,21 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
+# Prepended to a `python -c` script: that process finds no torchvision, as where it is not installed.
+HIDE_TORCHVISION = textwrap.dedent(
+    """
+    import importlib.machinery, sys
+
+    class HideTorchvision(importlib.machinery.PathFinder):
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            return None if name.split(".")[0] == "torchvision" else super().find_spec(name, path, target)
+
+    sys.meta_path = [HideTorchvision if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+    """
+)
+
+
 def run_command(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run a command the way a user would: a real subprocess, text output captured."""
     full_env = dict(os.environ, **(env or {}))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, pipeline
 
-from conftest import REPO_ROOT, run_command
+from conftest import HIDE_TORCHVISION, REPO_ROOT, one_line_error, run_command
 from tiny_backbones import BACKBONE_BUILDERS
 
 from expclip.inputs import pin_pil_image_processor
@@ -141,20 +141,6 @@ def test_unsupported_backbone_is_refused_in_one_line(tmp_path):
         ExpCLIPModel.from_clip(str(tmp_path), projection_dim=8)
 
 
-HIDE_TORCHVISION = textwrap.dedent(
-    """
-    import importlib.machinery, sys
-
-    class HideTorchvision(importlib.machinery.PathFinder):
-        @classmethod
-        def find_spec(cls, name, path=None, target=None):
-            return None if name.split(".")[0] == "torchvision" else super().find_spec(name, path, target)
-
-    sys.meta_path = [HideTorchvision if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
-    """
-)
-
-
 def test_clip_and_siglip_run_without_torchvision(expclip_dirs, photo_dir):
     script = HIDE_TORCHVISION + textwrap.dedent(
         f"""
@@ -177,7 +163,7 @@ def test_clip_and_siglip_run_without_torchvision(expclip_dirs, photo_dir):
     assert result.stdout.split() == ["CLIPImageProcessorPil", "1.0", "SiglipImageProcessorPil", "1.0"]
 
 
-def test_head_of_another_embedding_width_is_refused_in_one_line(tiny_expclip_dir, tmp_path):
+def test_head_of_another_embedding_width_is_refused_in_one_line(tiny_expclip_dir, photo_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "mismatched"
@@ -185,5 +171,11 @@ def test_head_of_another_embedding_width_is_refused_in_one_line(tiny_expclip_dir
     weights = load_file(folder / "model.safetensors")
     weights["projection.weight"] = torch.randn(weights["projection.weight"].shape[0], 24)  # a head for a 24-wide backbone
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"does not fit the backbone in its config.json .*embedding width, 16\)$"):
-        ExpCLIPModel.from_pretrained(folder)
+    result = run_command(sys.executable, "-m", "expclip", "predict", photo_dir / "astronaut.jpg", "--model", folder,
+                         "--output", tmp_path / "out.csv", cwd=REPO_ROOT)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert line.startswith(f"expclip predict: error: cannot load the model {str(folder)!r}: ")
+    assert line.endswith("a saved weight does not fit the backbone in its config.json (the head's input width must be "
+                         "the backbone's embedding width, 16)")
+    assert not (tmp_path / "out.csv").exists()

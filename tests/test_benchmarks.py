@@ -43,3 +43,32 @@ def test_bench_faces_small_times_every_worker_count_and_both_detectors():
 def test_gpu_bench_small_runs_train_and_predict_end_to_end():
     out = run_benchmark("gpu_bench.py")
     assert "train_expclip.py" in out and "expclip predict" in out
+
+
+def test_gpu_bench_small_runs_a_vlm_teacher_and_a_siglip2_backbone():
+    out = run_benchmark("gpu_bench.py", "--teacher", "qwen2.5-vl-7b", "--backbone", "siglip2-so400m", "--images", 32,
+                        "--photos", 4)
+    assert "teacher targets, Qwen2.5-VL-7B, fp32, batch 8, prompt " in out
+    assert "SigLIP 2 so400m/16 NaFlex image features" in out
+    assert "% of the teacher alone" in out and "`expclip predict`, 4 photos" in out
+
+
+def test_gpu_bench_real_sizes_are_the_published_checkpoints():
+    """Built on the meta device (no memory): parameter counts as the model cards give them."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Qwen2_5_VLModel, Siglip2Model
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from gpu_bench import qwen2_5_vl_7b_config, siglip2_so400m_config
+
+    qwen_ids = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                    vision_end_token_id=151653)  # Qwen's own; the count does not depend on them
+    gemma_ids = SimpleNamespace(pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    with torch.device("meta"):
+        qwen = Qwen2_5_VLModel(qwen2_5_vl_7b_config(qwen_ids))
+        siglip = Siglip2Model(siglip2_so400m_config(gemma_ids))
+    lm_head = 152064 * 3584  # Qwen2.5-VL-7B-Instruct: 8.29B parameters with its (untied) LM head, not built here
+    assert round((sum(p.numel() for p in qwen.parameters()) + lm_head) / 1e9, 2) == 8.29
+    assert round(sum(p.numel() for p in siglip.parameters()) / 1e9, 2) == 1.14  # siglip2-so400m-patch16-naflex

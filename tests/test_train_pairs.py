@@ -159,3 +159,35 @@ def test_unsupported_family_is_one_line_exit_2_before_loading(which, tmp_path, t
     assert "\n" not in line and f"unsupported {which} model_type 'bert'; supported: " in line
     assert ("clip, metaclip_2, siglip, siglip2" if which == "backbone" else "blip-2, qwen2_5_vl, qwen3_vl") in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_vlm_without_chat_template_uses_the_plain_prompt_and_says_so_once(tiny_clip_dir, pair_images, tmp_path):
+    from configuration_expclip import INSTRUCTION
+
+    teacher = save_tiny_qwen2_5_vl(tmp_path / "teacher")
+    (teacher / "chat_template.jinja").unlink()  # the processor's only chat template
+    assert not AutoProcessor.from_pretrained(teacher).chat_template
+    result = run_command(sys.executable, REPO_ROOT / "train_expclip.py", "--clip_model_name_or_path", tiny_clip_dir,
+                         "--teacher_model_name_or_path", teacher, "--train_dir", pair_images, "--feature_cache_dir",
+                         tmp_path / "cache", "--output_dir", tmp_path / "out", "--global_batch_size", IMAGES,
+                         "--teacher_image_size", 48, "--num_train_epochs", 1, "--use_cpu", "--disable_tqdm", "true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("has no chat template") == 1, result.stderr
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["teacher_prompt"] == "<|image_pad|>" + INSTRUCTION
+
+
+def test_vlm_teacher_without_torchvision_is_one_line_exit_2(pair_images, tmp_path):
+    from conftest import HIDE_TORCHVISION, one_line_error
+
+    backbone, teacher = save_tiny_siglip2(tmp_path / "backbone"), save_tiny_qwen2_5_vl(tmp_path / "teacher")
+    argv = ["train_expclip.py", "--clip_model_name_or_path", backbone, "--teacher_model_name_or_path", teacher,
+            "--train_dir", pair_images, "--feature_cache_dir", tmp_path / "cache", "--output_dir", tmp_path / "out"]
+    script = HIDE_TORCHVISION + (f"import runpy\nsys.argv = {[str(a) for a in argv]!r}\n"
+                                 f"runpy.run_path({str(REPO_ROOT / 'train_expclip.py')!r}, run_name='__main__')\n")
+    result = run_command(sys.executable, "-c", script, cwd=REPO_ROOT)
+    line = one_line_error(result)
+    assert result.returncode == 2
+    assert line == (f"train_expclip: error: {teacher}: this VLM's processor needs torchvision: "
+                    "pip install torchvision==0.29.1 (with torch==2.14.1)")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -42,7 +42,7 @@ def cached_targets(tmp_path, clip_dir, teacher_dir, image_dir, layer: int, pooli
     items = folder_image_items(image_dir)
     settings = FeatureCacheSettings(
         clip_model_name_or_path=str(clip_dir), teacher_model_name_or_path=str(teacher_dir), teacher_layer=layer,
-        target_pooling=pooling, teacher_prompt="(rendered)", teacher_image_size=IMAGE_SIZE,
+        target_pooling=pooling, teacher_image_size=IMAGE_SIZE,  # teacher_prompt None: the teacher renders it
     )
     cache, skipped = build_feature_cache(items, settings, tmp_path / "cache", batch_size=2, show_progress=False,
                                          num_workers=0)

@@ -42,7 +42,7 @@ def _towers(vocab_size: int, max_positions: int, **text) -> tuple[dict, dict]:
     return text, vision
 
 
-def _gemma_vocab() -> dict[str, int]:
+def gemma_vocab() -> dict[str, int]:
     """Gemma's special tokens, the word marker and one token per printable character (BPE without merges)."""
     vocab = {}
     for symbol in ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "\u2581"] + CHARACTERS + ["\u2581" + c for c in CHARACTERS]:
@@ -69,7 +69,7 @@ def save_tiny_metaclip_2(folder: Path, seed: int = 0) -> Path:
 def save_tiny_siglip(folder: Path, seed: int = 0) -> Path:
     """Fixed-resolution SigLIP as the SigLIP 2 checkpoints ship it (model_type "siglip", Gemma tokenizer)."""
     folder = Path(folder)
-    tokenizer = GemmaTokenizer(vocab=_gemma_vocab(), merges=[], padding_side="right")
+    tokenizer = GemmaTokenizer(vocab=gemma_vocab(), merges=[], padding_side="right")
     text, vision = _towers(len(tokenizer), 64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
@@ -82,16 +82,20 @@ def save_tiny_siglip(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def save_tiny_siglip2(folder: Path, seed: int = 0) -> Path:
-    """SigLIP 2 NaFlex (model_type "siglip2"): patch sequences of any aspect ratio, up to 256 patches of 16 px."""
-    folder = Path(folder)
-    tokenizer = Siglip2Tokenizer(vocab=_gemma_vocab(), merges=[])  # pads on the left, as the class does by default
+def tiny_siglip2_config(tokenizer) -> Siglip2Config:
     text, vision = _towers(len(tokenizer), 64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id)
     # Siglip2Processor passes its defaults (16 px patches, at most 256) to the image processor: the tiny model uses them.
     vision = {key: value for key, value in vision.items() if key != "image_size"} | {"patch_size": 16}
+    return Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 256})
+
+
+def save_tiny_siglip2(folder: Path, seed: int = 0) -> Path:
+    """SigLIP 2 NaFlex (model_type "siglip2"): patch sequences of any aspect ratio, up to 256 patches of 16 px."""
+    folder = Path(folder)
+    tokenizer = Siglip2Tokenizer(vocab=gemma_vocab(), merges=[])  # pads on the left, as the class does by default
     torch.manual_seed(seed)
-    model = Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 256}))
+    model = Siglip2Model(tiny_siglip2_config(tokenizer))
     with torch.no_grad():
         model.logit_bias.fill_(-2.5)
     model.save_pretrained(folder)

@@ -21,14 +21,33 @@ def char_tokenizer(special_tokens: list[str], chat_template: str | None = None, 
     for character in CHARACTERS:
         vocab.setdefault(character, len(vocab))
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=special_tokens[0]))
+    return _fast(tokenizer, special_tokens, chat_template, named_tokens)
+
+
+def word_tokenizer(special_tokens: list[str], words_from: str, chat_template: str | None = None,
+                   **named_tokens) -> PreTrainedTokenizerFast:
+    """Like `char_tokenizer`, but each word and punctuation run of `words_from` is one token (about what a real BPE
+    gives English prose), so a prompt is as long as with the real tokenizer (benchmarks/gpu_bench.py)."""
+    from tokenizers import pre_tokenizers
+
+    vocab = {token: i for i, token in enumerate(special_tokens)}
+    for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(words_from):
+        vocab.setdefault(word, len(vocab))
+    for character in CHARACTERS:
+        vocab.setdefault(character, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=special_tokens[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return _fast(tokenizer, special_tokens, chat_template, named_tokens)
+
+
+def _fast(tokenizer: Tokenizer, special_tokens: list[str], chat_template: str | None, named_tokens: dict):
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special_tokens])
     extra = {k: v for k, v in named_tokens.items() if k not in ("pad_token", "bos_token", "eos_token", "unk_token")}
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, chat_template=chat_template, model_max_length=4096,
         **{k: v for k, v in named_tokens.items() if k in ("pad_token", "bos_token", "eos_token", "unk_token")},
         extra_special_tokens=extra or None,
     )
-    return fast
 
 
 def _text(vocab_size: int, **extra) -> dict:
@@ -51,21 +70,27 @@ QWEN_TEMPLATE = (
 )
 
 
-def _qwen_ids(tokenizer) -> dict:
+def qwen_token_ids(tokenizer) -> dict:
     ids = tokenizer.convert_tokens_to_ids
     return dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
 
 
-def save_tiny_qwen2_5_vl(folder: Path, seed: int = 0) -> Path:
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+def tiny_qwen2_5_vl_config(tokenizer):
+    from transformers import Qwen2_5_VLConfig
 
-    tokenizer = char_tokenizer(QWEN_TOKENS, pad_token="<|endoftext|>", eos_token="<|im_end|>")
     vision = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=HIDDEN, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
     text = _text(len(tokenizer), rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                     "mrope_section": [1, 1, 2]})
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tokenizer))
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **qwen_token_ids(tokenizer))
+
+
+def save_tiny_qwen2_5_vl(folder: Path, seed: int = 0) -> Path:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    tokenizer = char_tokenizer(QWEN_TOKENS, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+    config = tiny_qwen2_5_vl_config(tokenizer)
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
@@ -80,7 +105,7 @@ def save_tiny_qwen3_vl(folder: Path, seed: int = 0) -> Path:
                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[1])
     text = _text(len(tokenizer), rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                     "mrope_section": [1, 1, 2], "mrope_interleaved": True})
-    config = Qwen3VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tokenizer))
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, **qwen_token_ids(tokenizer))
     image_processor = Qwen2VLImageProcessor(patch_size=16, min_pixels=32 * 32, max_pixels=64 * 64)
     processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
