@@ -419,9 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # supported families only, before anything is loaded (reads the two config.json files)
         backbone_type = transformers.PreTrainedConfig.get_config_dict(model_args.clip_model_name_or_path)[0].get("model_type")
         teacher_type = teacher_model_type(model_args.teacher_model_name_or_path)
-        if teacher_type != "blip-2":  # a VLM: its processor (most need torchvision), before any weights
-            teacher_processor = load_vlm_processor(model_args.teacher_model_name_or_path)
-    except (UnsupportedTeacherError, MissingDependencyError) as error:
+    except UnsupportedTeacherError as error:
         print(f"train_expclip: error: {error}", file=sys.stderr)
         return 2
     except OSError:  # config.json unreadable here (offline, no such model): loading says so, after the images' checks
@@ -430,6 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_expclip: error: {model_args.clip_model_name_or_path}: unsupported backbone model_type "
               f"{backbone_type!r}; supported: {', '.join(BACKBONE_FAMILIES)}", file=sys.stderr)
         return 2
+    if teacher_type not in (None, "blip-2"):  # a VLM: its processor now (most need torchvision), before any weights
+        try:
+            teacher_processor = load_vlm_processor(model_args.teacher_model_name_or_path)
+        except MissingDependencyError as error:
+            print(f"train_expclip: error: {error}", file=sys.stderr)
+            return 2
 
     training_args.device  # sets up the process group: one rank per process of `accelerate launch`
     state = PartialState()
