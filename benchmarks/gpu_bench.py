@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import PAPER_IMAGES, build_teacher, images_per_second, print_table, random_init_  # noqa: E402
+from bench_train import PAPER_IMAGES, build_teacher, print_table, random_init_  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import (  # noqa: E402
     Blip2Config,
@@ -263,17 +263,7 @@ def teacher_ceilings(teacher: str, teacher_config, teacher_dir: Path, face: Imag
     if teacher == "blip2-flan-t5-xxl":
         model = build_teacher(teacher_config, device, dtype)
         side = teacher_config.vision_config.image_size
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        rates["teacher"] = images_per_second(model, batch, num_batches, side, device)
-        rates["teacher_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
-        if gpu:  # the authors' precision: the ViT in fp16, the rest as built (Q-Former fp32, T5 bf16), train mode
-            model.vision_model.half()
-            model.train()
-            rates["teacher_authors"] = images_per_second(functools.partial(authors_targets, model), batch,
-                                                         num_batches, side, device)
-        else:  # no fp16 kernels worth timing on CPU: the same fp32 teacher, in train mode
-            rates["teacher_authors"] = images_per_second(model.train(), batch, num_batches, side, device)
+        inputs = torch.rand(batch, 3, side, side, device=device)
     else:  # a VLM, loaded as train_expclip.py loads it; one face's prompt, batched as extraction batches it
         from expclip.teacher import VLMTeacher
 
@@ -283,10 +273,18 @@ def teacher_ceilings(teacher: str, teacher_config, teacher_dir: Path, face: Imag
                   for key, value in model.collate([one] * batch).items()}
         rates["prompt_tokens"] = one["input_ids"].shape[1]
         rates["image_tokens"] = int((one["input_ids"] == model.model.config.image_token_id).sum())
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        rates["teacher"] = ready_rate(model, inputs, batch, num_batches, gpu)
-        rates["teacher_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    rates["teacher"] = ready_rate(model, inputs, batch, num_batches, gpu)
+    rates["teacher_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+    if teacher == "blip2-flan-t5-xxl":
+        if gpu:  # the authors' precision: the ViT in fp16, the rest as built (Q-Former fp32, T5 bf16), train mode
+            model.vision_model.half()
+            model.train()
+            rates["teacher_authors"] = ready_rate(functools.partial(authors_targets, model), inputs, batch,
+                                                  num_batches, gpu)
+        else:  # no fp16 kernels worth timing on CPU: the same fp32 teacher, in train mode
+            rates["teacher_authors"] = ready_rate(model.train(), inputs, batch, num_batches, gpu)
     del model
     if gpu:
         torch.cuda.empty_cache()

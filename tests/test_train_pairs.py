@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from conftest import REPO_ROOT, run_command
+from conftest import HIDE_TORCHVISION, REPO_ROOT, one_line_error, run_command
 from tiny_backbones import save_tiny_metaclip_2, save_tiny_siglip2
 from tiny_vlms import save_tiny_qwen2_5_vl, save_tiny_smolvlm
 
+from configuration_expclip import INSTRUCTION
 from expclip.eval.prepare import prepare
 from expclip.inputs import ImagePreprocessing
 
@@ -162,8 +163,6 @@ def test_unsupported_family_is_one_line_exit_2_before_loading(which, tmp_path, t
 
 
 def test_vlm_without_chat_template_uses_the_plain_prompt_and_says_so_once(tiny_clip_dir, pair_images, tmp_path):
-    from configuration_expclip import INSTRUCTION
-
     teacher = save_tiny_qwen2_5_vl(tmp_path / "teacher")
     (teacher / "chat_template.jinja").unlink()  # the processor's only chat template
     assert not AutoProcessor.from_pretrained(teacher).chat_template
@@ -178,8 +177,6 @@ def test_vlm_without_chat_template_uses_the_plain_prompt_and_says_so_once(tiny_c
 
 
 def test_vlm_teacher_without_torchvision_is_one_line_exit_2(pair_images, tmp_path):
-    from conftest import HIDE_TORCHVISION, one_line_error
-
     backbone, teacher = save_tiny_siglip2(tmp_path / "backbone"), save_tiny_qwen2_5_vl(tmp_path / "teacher")
     argv = ["train_expclip.py", "--clip_model_name_or_path", backbone, "--teacher_model_name_or_path", teacher,
             "--train_dir", pair_images, "--feature_cache_dir", tmp_path / "cache", "--output_dir", tmp_path / "out"]
